@@ -1,0 +1,336 @@
+"""`Saga`: the step registry and the blocking API (start, call, get, get_state, run)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .codecs import Codec, JsonCodec
+from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
+from .migrate import migrate
+from .records import Instance, Status
+from .sqlfiles import check_schema
+from .steps import Delay, Step, StepFunction, delay_seconds
+from .store import Conn, Store
+
+if TYPE_CHECKING:
+    from .runner import Runner, RunStats
+
+StepRef = Step | str | StepFunction
+
+MAX_ATTEMPTS: Final = 25
+BACKOFF_BASE: Final = 1.0  # seconds before the first retry (before jitter)
+BACKOFF_MAX: Final = 3600.0  # the cap of the exponential backoff
+POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
+MAX_NAME: Final = 128
+MAX_INSTANCE: Final = 512
+
+
+class Saga:
+    """A saga definition: its steps, its database, and the API to drive its instances.
+
+    Give it a *dsn* (else `SAGA_DSN` is read when the pool is first needed) or a
+    psycopg_pool `ConnectionPool` of your own (*pool*, which `close()` leaves open).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dsn: str | None = None,
+        *,
+        pool: ConnectionPool[Any] | None = None,
+        schema: str = "saga",
+        codec: Codec | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
+        self.name = check_text("name", name, MAX_NAME)
+        if dsn is not None and pool is not None:
+            raise ValueError("pass either dsn or pool, not both")
+        if dsn is not None and not isinstance(dsn, str):
+            raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
+        if pool is not None and not isinstance(pool, ConnectionPool):
+            raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        if codec is not None and not isinstance(codec, Codec):
+            raise TypeError(f"codec must have encode() and decode(), got {codec!r}")
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not 0 < backoff_base <= backoff_max:
+            raise ValueError(
+                f"need 0 < backoff_base <= backoff_max, got {backoff_base!r} and {backoff_max!r}"
+            )
+        self.schema = check_schema(schema)
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.max_attempts = max_attempts
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self.steps: dict[str, Step] = {}
+        self.store = Store(schema)
+        self._dsn = dsn
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._pool_lock = threading.Lock()
+        self._runner: Runner | None = None
+
+    def __repr__(self) -> str:
+        return f"<Saga {self.name!r} schema={self.schema!r} steps={len(self.steps)}>"
+
+    def __enter__(self) -> Saga:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- definition ---------------------------------------------------------------------
+
+    def step(self, fn: StepFunction) -> Step:
+        """Register *fn* as a step (a decorator). Calling the result returns a continuation."""
+        step = Step(fn, self)
+        if step.name in self.steps:
+            raise ValueError(f"saga {self.name!r} already has a step named {step.name!r}")
+        self.steps[step.name] = step
+        return step
+
+    def resolve(self, step: StepRef) -> Step:
+        """Return the registered `Step` for *step* (a step, its function, or its name)."""
+        if isinstance(step, Step):
+            if step.saga is not self:
+                raise ValueError(
+                    f"step {step.name!r} is registered on saga {step.saga.name!r}, "
+                    f"not on {self.name!r}"
+                )
+            return step
+        if isinstance(step, str):
+            found = self.steps.get(step)
+            if found is None:
+                known = ", ".join(sorted(self.steps)) or "none"
+                raise ValueError(
+                    f"unknown step {step!r} for saga {self.name!r} (registered: {known})"
+                )
+            return found
+        for registered in self.steps.values():
+            if registered.fn is step:
+                return registered
+        raise ValueError(f"{step!r} is not a step of saga {self.name!r}: decorate it with @step")
+
+    # -- database -----------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN the saga's own pool connects to (None with a pool given)."""
+        return self._dsn
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """The connection pool, opened on first use."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._open_pool(POOL_SIZE)
+            return self._pool
+
+    def _open_pool(self, size: int) -> ConnectionPool[Any]:
+        dsn = self._dsn if self._dsn is not None else os.environ.get("SAGA_DSN")
+        if not dsn:
+            raise ValueError(
+                f"saga {self.name!r} has no database: pass Saga(name, dsn) or pool=, "
+                "or set SAGA_DSN"
+            )
+        pool: ConnectionPool[Any] = ConnectionPool(
+            dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}"
+        )
+        pool.open()
+        return pool
+
+    def use_dsn(self, dsn: str) -> None:
+        """Point the saga at another database (the worker's `--dsn`); before first use only."""
+        with self._pool_lock:
+            if self._pool is not None and self._owns_pool:
+                raise RuntimeError(f"saga {self.name!r} is already connected")
+            self._dsn, self._pool, self._owns_pool = dsn, None, True
+
+    def ensure_pool_size(self, size: int) -> ConnectionPool[Any]:
+        """Return the pool, grown to at least *size* connections if the saga owns it."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._open_pool(max(size, POOL_SIZE))
+            elif self._pool.max_size < size:
+                if not self._owns_pool:
+                    raise ValueError(
+                        f"the pool of saga {self.name!r} has max_size={self._pool.max_size}: "
+                        f"the worker needs at least {size}"
+                    )
+                self._pool.resize(self._pool.min_size, size)
+            return self._pool
+
+    def close(self) -> None:
+        """Close the saga's own pool (a pool passed in is the caller's to close)."""
+        with self._pool_lock:
+            if self._pool is not None and self._owns_pool:
+                self._pool.close()
+                self._pool = None
+
+    def init_db(self) -> list[str]:
+        """Create or upgrade the schema; idempotent and safe from several processes at once.
+
+        Return the names of the migrations applied.
+        """
+        with self.pool.connection() as conn:
+            return migrate(conn, self.schema)
+
+    @contextmanager
+    def _transaction(self, conn: Conn | None) -> Iterator[Conn]:
+        """The caller's connection as it is, or a pooled one inside a transaction."""
+        if conn is not None:
+            if not isinstance(conn, psycopg.Connection):
+                raise TypeError(f"conn must be a psycopg.Connection, got {conn!r}")
+            yield conn  # the caller commits or rolls back; we never do
+            return
+        with self.pool.connection() as own, own.transaction():
+            yield own
+
+    # -- the blocking API ---------------------------------------------------------------
+
+    def start(
+        self,
+        instance: str,
+        step: StepRef,
+        input: object = None,
+        state: object = None,
+        *,
+        delay: Delay | None = None,
+        conn: Conn | None = None,
+    ) -> None:
+        """Create instance *instance*, due to run *step* with *input* after *delay*.
+
+        Raise `DuplicateSaga` if it exists. With *conn*, run in the caller's transaction
+        without committing it: the saga exists only if the caller commits.
+        """
+        check_text("instance", instance, MAX_INSTANCE)
+        target = self.resolve(step)
+        encoded = self._encode_input(target, input)
+        encoded_state = None if state is None else self.codec.encode(state)
+        seconds = delay_seconds(delay)
+        with self._transaction(conn) as c:
+            if not self.store.insert(c, self.name, instance, target.name, encoded,
+                                     encoded_state, seconds):
+                raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
+
+    def call(
+        self,
+        instance: str,
+        step: StepRef,
+        input: object = None,
+        *,
+        delay: Delay | None = None,
+        conn: Conn | None = None,
+    ) -> None:
+        """Make *step* the next step of a PENDING instance, with *input*, after *delay*.
+
+        Raise `SagaNotFound` for an unknown instance and `ConcurrencyException` when it
+        is not PENDING (running or finished: retry later). With *conn*, the caller commits.
+        """
+        check_text("instance", instance, MAX_INSTANCE)
+        target = self.resolve(step)
+        encoded = self._encode_input(target, input)
+        seconds = delay_seconds(delay)
+        with self._transaction(conn) as c:
+            if self.store.call(c, self.name, instance, target.name, encoded, seconds):
+                return
+            status = self.store.status(c, self.name, instance)
+        if status is None:
+            raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+        raise ConcurrencyException(
+            f"instance {instance!r} of saga {self.name!r} is {Status(status).name}, not PENDING"
+        )
+
+    def get(self, instance: str, *, conn: Conn | None = None) -> Instance:
+        """Return the record of *instance*; raise `SagaNotFound` if there is none."""
+        check_text("instance", instance, MAX_INSTANCE)
+        with self._transaction(conn) as c:
+            row = self.store.get(c, self.name, instance)
+        if row is None:
+            raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+        (id_, name, instance_id, step, status, input, state, attempts, error,
+         run_after, runner_id, created_at, updated_at) = row
+        return Instance(
+            id=id_, name=name, instance=instance_id, step=step, status=Status(status),
+            input=self._decode_loosely(step, input, "input"),
+            state=self._decode_loosely(step, state, "state"),
+            attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
+            created_at=created_at, updated_at=updated_at,
+        )
+
+    def get_state(self, instance: str, *, conn: Conn | None = None) -> object:
+        """Return the decoded state of *instance*; raise `SagaNotFound` if there is none."""
+        return self.get(instance, conn=conn).state
+
+    def run(
+        self,
+        workers: int = 8,
+        *,
+        drain: bool = False,
+        **options: Any,
+    ) -> RunStats:
+        """Run a worker for this saga in this process; block until `stop()` (or, with
+        *drain*, until nothing is due). *options* go to `saga.runner.Runner`.
+        """
+        from .runner import Runner  # the runner imports this module
+
+        runner = Runner([self], workers=workers, **options)
+        self._runner = runner
+        try:
+            return runner.run(drain=drain)
+        finally:
+            self._runner = None
+
+    def stop(self) -> None:
+        """Make a `run()` in another thread return, gracefully (as on SIGTERM)."""
+        runner = self._runner
+        if runner is not None:
+            runner.stop()
+
+    # -- values -------------------------------------------------------------------------
+
+    def _encode_input(self, step: Step, input: object) -> str:
+        """Encode *input*, checking here, in the caller, that *step* will be able to read it."""
+        text = self.codec.encode(input)
+        try:
+            step.decode_input(text)
+        except ValueError as e:
+            raise TypeError(f"input does not fit step {step.name!r}: {e}") from None
+        return text
+
+    def _decode_loosely(self, step: str, text: str | None, what: str) -> object:
+        """Decode for reading: typed when the step's annotations fit, else plain JSON."""
+        if text is None:
+            return None
+        registered = self.steps.get(step)
+        if registered is not None:
+            try:
+                return registered.decode_input(text) if what == "input" else (
+                    registered.decode_state(text))
+            except ValueError:
+                pass
+        try:
+            return self.codec.decode(text, None)
+        except Exception:  # an opaque payload (a foreign pickle): show it as stored
+            return text
+
+
+def check_text(what: str, value: object, limit: int) -> str:
+    """Return *value* if it is a usable name or id, else raise naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not value or len(value) > limit or "\x00" in value:
+        raise ValueError(
+            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
+            + ("..." if len(value) > 40 else "")
+        )
+    return value

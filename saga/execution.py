@@ -1,0 +1,198 @@
+"""Run one claimed instance: its step, then each undelayed continuation, on one thread.
+
+Every write is guarded by the lease taken at the claim, so a runner that lost the row
+(reaped while it was still running) changes nothing. A `conn` step's own writes share
+the transaction that records its outcome: they commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import traceback
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psycopg_pool import ConnectionPool
+
+from .errors import ConcurrencyException, SagaError
+from .steps import Continuation, Step
+from .store import Claimed, Conn, Lease, Store
+
+if TYPE_CHECKING:
+    from .core import Saga
+
+logger = logging.getLogger(__name__)
+step_logger = logging.getLogger("saga.steps")
+
+
+@dataclass
+class RunStats:
+    """What a runner did: step functions run, and how instances ended or waited."""
+
+    steps: int = 0  # step functions run
+    completed: int = 0  # instances that became COMPLETE
+    failed: int = 0  # instances that became ERROR
+    retried: int = 0  # failed attempts sent back to PENDING with a backoff
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def summary(self) -> str:
+        return (f"{self.steps} steps run, {self.completed} completed, "
+                f"{self.failed} failed, {self.retried} retried")
+
+
+class StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A step's logger: every record carries the saga, instance, id, step and attempt."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+class _LeaseLost(Exception):
+    """The row is no longer ours: undo the transaction's writes (a `conn` step's too)."""
+
+
+@dataclass
+class Execution:
+    """The context of one claimed instance while this thread runs it."""
+
+    saga: Saga
+    store: Store
+    pool: ConnectionPool[Any]  # for set_state checkpoints while `conn` is in a transaction
+    conn: Conn
+    row: Claimed
+    runner_id: str
+    stopping: threading.Event
+    stats: RunStats
+    state_text: str | None = None  # the instance's state as stored, kept current
+
+    def run(self) -> None:
+        """Run the claimed step and every undelayed continuation that follows it."""
+        saga, row = self.saga, self.row
+        lease = Lease(row.id, self.runner_id, row.attempt)
+        step = saga.steps[row.step]
+        input_text, self.state_text = row.input, row.state
+        if lease.attempt > saga.max_attempts:
+            self._fail(lease, step, final=True, error=(
+                f"step {step.name!r} was claimed {lease.attempt - 1} times without finishing "
+                f"(max_attempts={saga.max_attempts}): its runner died each time"))
+            return
+        while True:
+            try:
+                input, state = step.decode_input(input_text), step.decode_state(self.state_text)
+            except ValueError as e:
+                self._fail(lease, step, final=True, error=f"cannot run this row: {e}")
+                return
+            following = self._attempt(lease, step, input, state)
+            if following is None:
+                return
+            step, input_text, lease = following
+
+    def _attempt(self, lease: Lease, step: Step, input: object,
+                 state: object) -> tuple[Step, str, Lease] | None:
+        """Run *step* once and record its outcome; return what runs on at once, if anything."""
+        log = StepLogger(step_logger, {
+            "saga": self.saga.name, "instance": self.row.instance, "instance_pk": lease.id,
+            "step": step.name, "attempt": lease.attempt, "runner_id": self.runner_id,
+        })
+        set_state = self._set_state_for(lease, step)
+        self.stats.add(steps=1)
+        try:
+            if step.wants_conn:
+                # The step's writes and its outcome: one transaction, guarded by the lease.
+                with self.conn.transaction():
+                    result = step.invoke(input, state, set_state, log, self.conn)
+                    return self._advance(lease, step, result)
+            result = step.invoke(input, state, set_state, log, None)
+            with self.conn.transaction():
+                return self._advance(lease, step, result)
+        except _LeaseLost:
+            logger.warning("lost instance %s to another runner during step %s; outcome dropped",
+                           lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
+            return None
+        except SagaError as e:
+            self._fail(lease, step, final=True, error=str(e) or type(e).__name__)
+        except Exception:
+            error = traceback.format_exc()
+            if self.conn.broken:
+                raise  # our connection died: the row goes back through release_stale
+            final = lease.attempt >= self.saga.max_attempts
+            self._fail(lease, step, final=final, error=error)
+        return None
+
+    def _advance(self, lease: Lease, step: Step, result: object) -> tuple[Step, str, Lease] | None:
+        """Write the step's outcome (inside the caller's transaction)."""
+        store, conn = self.store, self.conn
+        if isinstance(result, Continuation):
+            following = self.saga.resolve(result.step)  # ValueError: a foreign saga's step
+            if result.state is not None:
+                self.state_text = result.state
+            if result.delay == 0 and not self.stopping.is_set():
+                self._check(store.run_on(conn, lease, following.name, result.input, result.state))
+                return following, result.input, lease._replace(attempt=1)
+            self._check(store.schedule(conn, lease, following.name, result.input, result.state,
+                                       result.delay))
+            return None
+        encoded = None if result is None else self.saga.codec.encode(result)
+        self._check(store.complete(conn, lease, encoded))
+        self.stats.add(completed=1)
+        logger.debug("instance %s complete after step %s", self.row.instance, step.name,
+                     extra={"action": "complete", "saga": self.saga.name, "id": lease.id})
+        return None
+
+    @staticmethod
+    def _check(written: bool) -> None:
+        if not written:
+            raise _LeaseLost
+
+    def _fail(self, lease: Lease, step: Step, *, final: bool, error: str) -> None:
+        delay = 0.0 if final else backoff(self.saga, lease.attempt)
+        with self.conn.transaction():
+            written = self.store.fail(self.conn, lease, error=error, final=final, delay=delay)
+        if not written:
+            return
+        extra = {"saga": self.saga.name, "instance": self.row.instance, "id": lease.id,
+                 "step": step.name, "attempt": lease.attempt}
+        if final:
+            self.stats.add(failed=1)
+            logger.error("instance %s failed in step %s: %s", self.row.instance, step.name,
+                         error.strip().splitlines()[-1], extra={"action": "error", **extra})
+        else:
+            self.stats.add(retried=1)
+            logger.warning("step %s of instance %s failed (attempt %d), retry in %.1fs: %s",
+                           step.name, self.row.instance, lease.attempt, delay,
+                           error.strip().splitlines()[-1], extra={"action": "retry", **extra})
+
+    def _set_state_for(self, lease: Lease, step: Step) -> Any:
+        """The `set_state` a step receives: a checkpoint committed at once, lease-guarded."""
+        def set_state(state: object) -> None:
+            text = self.saga.codec.encode(state)
+            if step.wants_conn:
+                # The thread's connection is inside the step's transaction: checkpoint on
+                # another one, so that the state survives the step's failure.
+                with self.pool.connection() as other, other.transaction():
+                    written = self.store.set_state(other, lease, text)
+            else:
+                with self.conn.transaction():
+                    written = self.store.set_state(self.conn, lease, text)
+            if not written:
+                raise ConcurrencyException(
+                    f"instance {self.row.instance!r} is no longer owned by this runner")
+            self.state_text = text
+        return set_state
+
+
+def backoff(saga: Saga, attempt: int) -> float:
+    """Seconds before retry number *attempt*: exponential from `backoff_base`, capped, jittered."""
+    delay = min(saga.backoff_max, saga.backoff_base * 2.0 ** min(attempt - 1, 62))
+    return delay * random.uniform(0.75, 1.0)  # jitter, not cryptography

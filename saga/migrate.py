@@ -1,0 +1,67 @@
+"""Apply `sql/NNN_*.sql` in order, once each, under an advisory lock.
+
+Safe when several processes start at once: the lock serializes them, and each finds
+the versions the others recorded in `{schema}.migration`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from .sqlfiles import check_schema, migrations, render
+
+logger = logging.getLogger(__name__)
+
+# Advisory lock keys are bigints: derive one per schema so that two schemas in one
+# database migrate independently.
+_LOCK = "SELECT pg_advisory_lock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
+_PREPARE = """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.migration (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Apply the missing migrations to *schema*; return the names of those applied.
+
+    *conn* must not be inside a transaction: each migration commits on its own.
+    """
+    check_schema(schema)
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ValueError("migrate() needs a connection that is not inside a transaction")
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(_LOCK, {"schema": schema})
+        try:
+            return _apply_missing(conn, schema)
+        finally:
+            conn.execute(_UNLOCK, {"schema": schema})
+    finally:
+        conn.autocommit = autocommit
+
+
+def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    conn.execute(render(_PREPARE, schema))
+    table = render("{schema}.migration", schema)
+    done = {v for (v,) in conn.execute(f"SELECT version FROM {table}").fetchall()}
+    applied = []
+    for version, name, text in migrations():
+        if version in done:
+            continue
+        with conn.transaction():
+            conn.execute(render(text, schema))
+            conn.execute(
+                f"INSERT INTO {table} (version, name) VALUES (%s, %s)", (version, name)
+            )
+        logger.info("applied migration %s to schema %s", name, schema,
+                    extra={"action": "migrate", "schema": schema, "migration": name})
+        applied.append(name)
+    return applied

@@ -1,0 +1,390 @@
+"""`Runner`: one per worker process. Worker threads claim and run due instances; a
+heartbeat thread keeps the runner alive and reaps dead ones; a listener thread turns
+NOTIFY into wake-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .execution import Execution, RunStats
+from .store import Claimed, Conn, Store
+
+if TYPE_CHECKING:
+    from .core import Saga
+
+__all__ = ["RunStats", "Runner"]
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL: Final = 1.0
+HEARTBEAT_TIMEOUT: Final = 15.0  # a runner silent this long is dead: its rows are recovered
+POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
+GRACE: Final = 30.0  # how long a stop waits for in-flight steps
+CLAIM_BATCH: Final = 1  # rows one claim takes
+STALE_AGE: Final = 5.0  # own RUNNING rows no thread works on, older than this, go back
+
+
+class _Wakeup:
+    """Wake idle workers one at a time: a capped count of pending wake-ups.
+
+    A wake-up that arrives while every worker is busy is kept (up to the number of
+    workers), so a worker that was about to sleep looks again instead.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._cap = cap
+
+    def notify(self, n: int = 1) -> None:
+        with self._cond:
+            self._pending = min(self._cap, self._pending + n)
+            self._cond.notify(n)
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            if self._pending == 0:
+                self._cond.wait(timeout)
+            if self._pending > 0:
+                self._pending -= 1
+
+
+@dataclass
+class _Lane:
+    """The sagas that share one database and schema: one pool, one store, one runner row."""
+
+    pool: ConnectionPool[Any]
+    store: Store
+    sagas: list[Saga]
+    in_flight: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def serves(self) -> dict[str, list[str]]:
+        return {s.name: sorted(s.steps) for s in self.sagas}
+
+    def connect(self) -> Conn:
+        """A dedicated autocommit connection (heartbeat, LISTEN), outside the pool."""
+        conninfo, kwargs = self.pool.conninfo, self.pool.kwargs
+        conninfo = conninfo() if callable(conninfo) else conninfo
+        kwargs = (kwargs() if callable(kwargs) else kwargs) or {}
+        kwargs = {k: v for k, v in kwargs.items() if k != "autocommit"}
+        return psycopg.connect(conninfo, autocommit=True, **kwargs)
+
+
+class Runner:
+    """Run the steps of *sagas* on *workers* threads until stopped (or drained)."""
+
+    def __init__(
+        self,
+        sagas: Sequence[Saga],
+        *,
+        workers: int = 8,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        poll_interval: float = POLL_INTERVAL,
+        grace: float = GRACE,
+        claim_batch: int = CLAIM_BATCH,
+    ) -> None:
+        if not sagas:
+            raise ValueError("a runner needs at least one saga")
+        names = [s.name for s in sagas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga names must be unique in one runner, got {names}")
+        for s in sagas:
+            if not s.steps:
+                raise ValueError(f"saga {s.name!r} has no steps")
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if not heartbeat_timeout > 0:
+            raise ValueError(f"heartbeat_timeout must be > 0, got {heartbeat_timeout!r}")
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
+        if not grace >= 0:
+            raise ValueError(f"grace must be >= 0, got {grace!r}")
+        if not isinstance(claim_batch, int) or claim_batch < 1:
+            raise ValueError(f"claim_batch must be an integer >= 1, got {claim_batch!r}")
+        self.sagas = list(sagas)
+        self.workers = workers
+        self.heartbeat_timeout = float(heartbeat_timeout)
+        self.heartbeat_interval = min(HEARTBEAT_INTERVAL, self.heartbeat_timeout / 4)
+        self.poll_interval = float(poll_interval)
+        self.grace = float(grace)
+        self.claim_batch = claim_batch
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.stats = RunStats()
+        self._stop = threading.Event()  # stop claiming
+        self._abort = threading.Event()  # a second signal: stop waiting for anything
+        self._done = threading.Event()  # heartbeat and listener end
+        self._wakeup = _Wakeup(workers)
+        self._lanes: list[_Lane] = []
+
+    def __repr__(self) -> str:
+        return f"<Runner {self.id!r} workers={self.workers}>"
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self, *, drain: bool = False) -> RunStats:
+        """Run until `stop()` or a signal; with *drain*, until nothing is due. Block.
+
+        SIGTERM/SIGINT handlers are installed when called from the main thread (and the
+        old ones restored): the first signal stops gracefully, a second at once.
+        """
+        with self._signals():
+            self._lanes = self._make_lanes()
+            for lane in self._lanes:
+                with lane.pool.connection() as conn, conn.transaction():
+                    lane.store.register_runner(conn, self.id, socket.gethostname(),
+                                               os.getpid(), lane.serves)
+            logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
+                        ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
+                        extra={"action": "runner_start", "runner_id": self.id})
+            started = time.monotonic()
+            service = [self._thread("saga-heartbeat", self._heartbeat_loop)]
+            if not drain:
+                service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
+                            for i, lane in enumerate(self._lanes)]
+            workers = [self._thread(f"saga-worker-{i}", self._work_loop, drain)
+                       for i in range(self.workers)]
+            try:
+                while any(t.is_alive() for t in workers) and not self._stop.is_set():
+                    self._stop.wait(0.2)
+            finally:
+                self._stop.set()
+                self._wakeup.notify(self.workers)
+                self._shut_down(workers, service)
+            logger.info("runner %s stopped after %.1fs: %s", self.id, time.monotonic() - started,
+                        self.stats.summary(), extra={"action": "runner_stop", "runner_id": self.id})
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop claiming; `run()` then lets in-flight steps finish and returns. Idempotent."""
+        self._stop.set()
+        self._wakeup.notify(self.workers)
+
+    def _shut_down(self, workers: list[threading.Thread], service: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + self.grace
+        for t in workers:
+            while t.is_alive() and not self._abort.is_set():
+                t.join(min(0.2, max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline:
+                    break
+        if self._abort.is_set():
+            logger.warning("stopped at once: claimed rows return when the heartbeat lapses",
+                           extra={"action": "abort", "runner_id": self.id})
+            return
+        stragglers = [t.name for t in workers if t.is_alive()]
+        if stragglers:
+            logger.warning("%d step(s) still running after the %.0fs grace period: %s",
+                           len(stragglers), self.grace, ", ".join(stragglers),
+                           extra={"action": "grace_expired", "runner_id": self.id})
+        self._done.set()
+        for t in service:
+            t.join(5.0)
+        # Deleting the runner row lets other runners recover a straggler's row at once.
+        for lane in self._lanes:
+            try:
+                with lane.pool.connection(timeout=5.0) as conn, conn.transaction():
+                    lane.store.delete_runner(conn, self.id)
+            except (psycopg.Error, PoolTimeout) as e:
+                logger.warning("could not delete runner row: %s", e,
+                               extra={"action": "runner_delete_failed", "runner_id": self.id})
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                self._abort.set()
+            else:
+                logger.info("%s: stopping gracefully (again to stop at once)",
+                            signal.Signals(signum).name, extra={"action": "signal"})
+                self.stop()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    @property
+    def aborted(self) -> bool:
+        """True if a second signal cut the graceful stop short."""
+        return self._abort.is_set()
+
+    def _make_lanes(self) -> list[_Lane]:
+        """Group the sagas by database and schema; size each pool for the workers."""
+        lanes: dict[tuple[int, str], _Lane] = {}
+        for s in self.sagas:
+            # A worker thread holds one connection, and a `conn` step's set_state briefly
+            # takes another; two spare ones keep that from waiting long.
+            pool = s.ensure_pool_size(self.workers + 2)
+            key = (id(pool), s.schema)
+            if key in lanes:
+                lanes[key].sagas.append(s)
+            else:
+                lanes[key] = _Lane(pool, s.store, [s])
+        return list(lanes.values())
+
+    def _retry_pause(self, failures: int) -> float:
+        """Exponential, jittered, capped at the poll interval: how long to wait after errors."""
+        return min(self.poll_interval, 0.1 * 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+
+    def _thread(self, name: str, target: Any, *args: object) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        return t
+
+    # -- worker threads -----------------------------------------------------------------
+
+    def _work_loop(self, drain: bool) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                ran, idle_for = self._cycle()
+                failures = 0
+            except (psycopg.OperationalError, PoolTimeout) as e:
+                failures += 1
+                pause = self._retry_pause(failures)
+                logger.warning("database unavailable, retrying in %.1fs: %s", pause, e,
+                               extra={"action": "db_error", "runner_id": self.id})
+                self._stop.wait(pause)
+                continue
+            except Exception:  # log and go on: a worker loop never dies
+                logger.exception("worker loop failed", extra={"action": "work_loop_error"})
+                self._stop.wait(self.poll_interval)
+                continue
+            if ran:
+                continue
+            if drain:
+                return
+            self._wakeup.wait(idle_for)
+
+    def _cycle(self) -> tuple[bool, float]:
+        """Claim and run what is due for each saga; return (ran anything, seconds to idle)."""
+        ran = False
+        idle_for = self.poll_interval
+        for lane in self._lanes:
+            with lane.pool.connection() as conn:
+                for saga in lane.sagas:
+                    if self._stop.is_set():
+                        return ran, 0.0
+                    steps = list(saga.steps)
+                    with conn.transaction():
+                        rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
+                    if rows:
+                        if len(rows) == self.claim_batch:
+                            self._wakeup.notify()  # there may be more: wake a colleague
+                        self._run_claimed(lane, saga, conn, rows)
+                        ran = True
+                    elif not ran:
+                        with conn.transaction():
+                            due_in = lane.store.next_due(conn, saga.name, steps)
+                        if due_in is not None:
+                            idle_for = max(0.0, min(idle_for, due_in))
+        return ran, idle_for
+
+    def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
+        with lane.lock:
+            lane.in_flight.update(r.id for r in rows)
+        try:
+            for i, row in enumerate(rows):
+                if self._stop.is_set():
+                    with conn.transaction():  # claimed but never started: hand them back
+                        lane.store.release(conn, self.id, [r.id for r in rows[i:]])
+                    return
+                Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
+                          self.stats).run()
+                with lane.lock:
+                    lane.in_flight.discard(row.id)
+        finally:
+            with lane.lock:
+                lane.in_flight.difference_update(r.id for r in rows)
+
+    # -- heartbeat and reaper -----------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        conns: dict[int, Conn] = {}
+        try:
+            while not self._done.wait(self.heartbeat_interval):
+                for i, lane in enumerate(self._lanes):
+                    try:
+                        if i not in conns or conns[i].closed:
+                            conns[i] = lane.connect()
+                        self._beat(lane, conns[i])
+                    except psycopg.Error as e:
+                        logger.warning("heartbeat failed: %s", e,
+                                       extra={"action": "heartbeat_error", "runner_id": self.id})
+                        conns.pop(i).close()
+        finally:
+            for c in conns.values():
+                c.close()
+
+    def _beat(self, lane: _Lane, conn: Conn) -> None:
+        store = lane.store
+        if not store.heartbeat(conn, self.id):
+            # Reaped while alive (a long pause or outage): our rows went back to PENDING,
+            # and our leases no longer hold. Come back as the same runner.
+            logger.warning("runner %s was reaped as dead; registering again", self.id,
+                           extra={"action": "runner_reregister", "runner_id": self.id})
+            store.register_runner(conn, self.id, socket.gethostname(), os.getpid(), lane.serves)
+        dead, recovered = store.reap(conn, self.heartbeat_timeout)
+        if dead or recovered:
+            logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
+                           len(dead), dead, recovered,
+                           extra={"action": "reap", "runner_id": self.id})
+        with lane.lock:
+            in_flight = list(lane.in_flight)
+        released = store.release_stale(conn, self.id, in_flight,
+                                       max(STALE_AGE, 2 * self.heartbeat_interval))
+        if released:
+            logger.warning("%d instance(s) whose outcome was not recorded back to PENDING",
+                           released, extra={"action": "release_stale", "runner_id": self.id})
+
+    # -- NOTIFY -------------------------------------------------------------------------
+
+    def _listen_loop(self, lane: _Lane) -> None:
+        names = {s.name for s in lane.sagas}
+        failures = 0
+        while not self._done.is_set():
+            try:
+                with lane.connect() as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(lane.store.channel)))
+                    failures = 0
+                    self._wakeup.notify(self.workers)  # whatever was sent while we were away
+                    while not self._done.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.payload in names:
+                                self._wakeup.notify()
+            except psycopg.Error as e:
+                failures += 1
+                pause = self._retry_pause(failures)
+                logger.warning("listener lost its connection, reconnecting in %.1fs: %s",
+                               pause, e, extra={"action": "listen_error", "runner_id": self.id})
+                self._done.wait(pause)

@@ -1,0 +1,174 @@
+"""The `@saga.step` wrapper: continuations, parameter adaptation, type hints."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from .codecs import type_hints
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .core import Saga
+
+StepFunction = Callable[..., object]
+SetState = Callable[[object], None]
+Delay = float | int | timedelta
+
+# The positional parameters a step may declare, in this order.
+STEP_PARAMETERS: Final = ("input", "state", "set_state", "logger")
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """What a step returns to say "run *step* next": input and state already encoded.
+
+    `state` is None to keep the instance's current state; `delay` is in seconds.
+    """
+
+    step: Step
+    input: str
+    state: str | None
+    delay: float
+
+
+class Step:
+    """A registered step. Calling it does not run it: it returns a `Continuation`.
+
+    The plain function stays reachable as `.fn`, e.g. to unit-test it.
+    """
+
+    def __init__(self, fn: StepFunction, saga: Saga) -> None:
+        if not callable(fn):
+            raise TypeError(f"@step needs a function, got {fn!r}")
+        self.fn = fn
+        self.saga = saga
+        self.name: str = getattr(fn, "__name__", "")
+        if not self.name or self.name == "<lambda>":
+            raise ValueError(f"a step needs a function with a name, got {fn!r}")
+        self.positional, self.wants_conn = _adapt(fn, self.name)
+        self._hints: tuple[Any, Any] | None = None
+        with contextlib.suppress(NameError):  # a name defined later: resolved on first use
+            self.hints()
+        functools.update_wrapper(self, fn)
+
+    def __call__(
+        self, input: object = None, state: object = None, delay: Delay | None = None
+    ) -> Continuation:
+        """Return a continuation: run this step next with *input* after *delay*.
+
+        `state=None` keeps the current state. Raise `TypeError` if a value cannot be
+        encoded, `ValueError` for a negative delay.
+        """
+        codec = self.saga.codec
+        return Continuation(
+            step=self,
+            input=codec.encode(input),
+            state=None if state is None else codec.encode(state),
+            delay=delay_seconds(delay),
+        )
+
+    def hints(self) -> tuple[Any, Any]:
+        """The annotations of the input and state parameters (None where absent).
+
+        Raise `NameError` when an annotation names something that does not exist.
+        """
+        if self._hints is None:
+            resolved = type_hints(self.fn)
+            names = list(inspect.signature(self.fn).parameters)[: self.positional]
+            self._hints = (
+                resolved.get(names[0]) if len(names) > 0 else None,
+                resolved.get(names[1]) if len(names) > 1 else None,
+            )
+        return self._hints
+
+    def decode_input(self, text: str | None) -> object:
+        """Decode an input column for this step: `ValueError` if it does not fit."""
+        return self._decode(text, 0, "input")
+
+    def decode_state(self, text: str | None) -> object:
+        """Decode a state column for this step: `ValueError` if it does not fit."""
+        return self._decode(text, 1, "state")
+
+    def _decode(self, text: str | None, which: int, what: str) -> object:
+        if text is None:
+            return None
+        try:
+            hint = self.hints()[which]
+        except NameError as e:
+            raise ValueError(f"cannot resolve the annotations of step {self.name!r}: {e}") from e
+        try:
+            return self.saga.codec.decode(text, hint)
+        except Exception as e:  # a codec may fail in many ways (pickle): all mean "bad row"
+            raise ValueError(f"{what} of step {self.name!r} does not decode: {e}") from e
+
+    def invoke(
+        self,
+        input: object,
+        state: object,
+        set_state: SetState,
+        logger: logging.LoggerAdapter[logging.Logger],
+        conn: psycopg.Connection[Any] | None,
+    ) -> object:
+        """Run the function with the leading parameters it declares."""
+        args = (input, state, set_state, logger)[: self.positional]
+        if self.wants_conn:
+            return self.fn(*args, conn=conn)
+        return self.fn(*args)
+
+    def __repr__(self) -> str:
+        return f"<Step {self.saga.name!r}.{self.name}>"
+
+
+def _adapt(fn: StepFunction, name: str) -> tuple[int, bool]:
+    """Return how many leading positional parameters *fn* takes, and whether it wants `conn`."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"step {name!r}: cannot read its signature: {e}") from e
+    positional, wants_conn = 0, False
+    for p in params:
+        if p.name == "conn" and p.kind in (*_POSITIONAL, inspect.Parameter.KEYWORD_ONLY):
+            wants_conn = True
+        elif p.kind in _POSITIONAL:
+            if positional >= len(STEP_PARAMETERS):
+                if p.default is inspect.Parameter.empty:
+                    raise TypeError(
+                        f"step {name!r} declares more than {len(STEP_PARAMETERS)} positional "
+                        f"parameters {STEP_PARAMETERS}: {p.name!r} has no default"
+                    )
+            else:
+                positional += 1
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            positional = len(STEP_PARAMETERS)
+        elif p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
+            raise TypeError(
+                f"step {name!r}: keyword-only parameter {p.name!r} needs a default "
+                "(a step receives input, state, set_state, logger and, if declared, conn)"
+            )
+    return positional, wants_conn
+
+
+def delay_seconds(delay: Delay | None) -> float:
+    """Return *delay* in seconds; None means at once. Reject negative and non-finite values."""
+    if delay is None:
+        return 0.0
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise TypeError(f"delay must be seconds (a number) or a timedelta, got {delay!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+    return seconds
