@@ -128,6 +128,11 @@ class Saga:
         return self._dsn
 
     @property
+    def has_pool(self) -> bool:
+        """True if the saga was given a pool, or has opened its own."""
+        return self._pool is not None
+
+    @property
     def pool(self) -> ConnectionPool[Any]:
         """The connection pool, opened on first use."""
         with self._pool_lock:

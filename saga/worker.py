@@ -1,0 +1,139 @@
+"""`python -m saga.worker app.module:saga [...]`: a worker process.
+
+Nothing imports this module, so the sagas' module is imported once, as the user named it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import psycopg
+
+from .conninfo import check_connection, describe
+from .core import Saga
+from .runner import GRACE, HEARTBEAT_TIMEOUT, POLL_INTERVAL, Runner
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class StartupError(Exception):
+    """A worker cannot start: the message says what is wrong, in one line."""
+
+
+def load_sagas(targets: Sequence[str]) -> list[Saga]:
+    """Import each `module:attribute` and return the sagas it names (a Saga or a list)."""
+    found: list[Saga] = []
+    for target in targets:
+        module_name, sep, attr = target.partition(":")
+        if not sep or not module_name or not attr:
+            raise StartupError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. app.sagas:saga")
+        try:
+            obj: object = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise StartupError(f"{target!r}: cannot import module {module_name!r}: {e}") from e
+        except Exception as e:
+            raise StartupError(f"{target!r}: importing {module_name!r} failed: "
+                               f"{type(e).__name__}: {e}") from e
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        items = list(obj) if isinstance(obj, list | tuple) else [obj]
+        for item in items:
+            if not isinstance(item, Saga):
+                raise StartupError(f"{target!r} is a {type(item).__name__}, not a saga.Saga")
+            if item not in found:
+                found.append(item)
+    return found
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m saga.worker",
+        description="Run the steps of one or more sagas until stopped (SIGTERM/SIGINT).",
+    )
+    parser.add_argument("sagas", nargs="+", metavar="MODULE:ATTRIBUTE",
+                        help="where a Saga (or a list of them) lives, e.g. app.sagas:saga")
+    parser.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
+    parser.add_argument("--dsn", help="database for every saga (default: SAGA_DSN, or the "
+                        "saga's own)")
+    parser.add_argument("--drain", action="store_true",
+                        help="run everything due, then exit (for cron)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
+                        help=f"seconds of silence before a runner counts as dead "
+                        f"(default {HEARTBEAT_TIMEOUT:g})")
+    parser.add_argument("--poll-interval", type=float, default=POLL_INTERVAL,
+                        help=f"seconds between looks for due work when no NOTIFY comes "
+                        f"(default {POLL_INTERVAL:g})")
+    parser.add_argument("--grace", type=float, default=GRACE,
+                        help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    for option in ("heartbeat_timeout", "poll_interval"):
+        if not getattr(args, option) > 0:
+            parser.error(f"--{option.replace('_', '-')} must be > 0")
+    if args.grace < 0:
+        parser.error("--grace must be >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sagas = load_sagas(args.sagas)
+    except StartupError as e:
+        print(f"saga.worker: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        _connect(sagas, args.dsn)
+        runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
+                        poll_interval=args.poll_interval, grace=args.grace)
+        started = time.monotonic()
+        stats = runner.run(drain=args.drain)
+    except (StartupError, ValueError, ConnectionError) as e:
+        print(f"saga.worker: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.errors.UndefinedTable as e:
+        print(f"saga.worker: error: the saga tables are missing ({e.diag.message_primary}): "
+              "run `python -m saga migrate` or saga.init_db() first", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        for s in sagas:
+            s.close()
+    if args.drain:
+        print(f"drained: {stats.summary()} in {time.monotonic() - started:.1f}s", flush=True)
+    return EXIT_FAILED if runner.aborted else EXIT_OK
+
+
+def _connect(sagas: list[Saga], dsn: str | None) -> None:
+    """Apply `--dsn` (else SAGA_DSN where a saga has no database of its own) and check
+    that every database answers, before any thread starts."""
+    fallback = os.environ.get("SAGA_DSN")
+    for s in sagas:
+        if dsn:
+            s.use_dsn(dsn)
+        elif s.dsn is None and not s.has_pool:
+            if not fallback:
+                raise StartupError(f"saga {s.name!r} has no database: pass --dsn or set SAGA_DSN")
+            s.use_dsn(fallback)
+    for target in {s.dsn for s in sagas if s.dsn}:
+        check_connection(target)
+    for s in sagas:
+        if s.dsn:
+            logging.getLogger(__name__).info("saga %s uses %s, schema %s", s.name,
+                                             describe(s.dsn), s.schema)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
