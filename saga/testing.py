@@ -167,8 +167,15 @@ def _docker_postgres() -> Iterator[str]:
         module = importlib.import_module("testcontainers.community.postgres")
     except ImportError:  # older testcontainers
         module = importlib.import_module("testcontainers.postgres")
-    with module.PostgresContainer(DOCKER_IMAGE, driver=None) as container:
+    container = module.PostgresContainer(DOCKER_IMAGE, driver=None)
+    with warnings.catch_warnings():
+        # Releases deprecate parts of testcontainers' own start path; not our business.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        container.start()
+    try:
         yield str(container.get_connection_url())
+    finally:
+        container.stop()
 
 
 def _import_embedded() -> ModuleType:

@@ -26,6 +26,16 @@ class StartupError(Exception):
     """A worker cannot start: the message says what is wrong, in one line."""
 
 
+class ContextFormatter(logging.Formatter):
+    """Append the saga context a record carries (a step's logger adds it) to the line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = [f"{key}={getattr(record, key)}" for key in ("saga", "instance", "step")
+                   if hasattr(record, key)]
+        return f"{line} [{' '.join(context)}]" if context else line
+
+
 def load_sagas(targets: Sequence[str]) -> list[Saga]:
     """Import each `module:attribute` and return the sagas it names (a Saga or a list)."""
     found: list[Saga] = []
@@ -88,8 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         sagas = load_sagas(args.sagas)
     except StartupError as e:
