@@ -38,6 +38,7 @@ HEARTBEAT_TIMEOUT: Final = 15.0  # a runner silent this long is dead: its rows a
 POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
+IDLE_RECHECK: Final = 0.1  # idle wait when a due row is locked by another transaction
 STALE_AGE: Final = 5.0  # own RUNNING rows no thread works on, older than this, go back
 
 
@@ -275,6 +276,8 @@ class Runner:
                 logger.warning("database unavailable, retrying in %.1fs: %s", pause, e,
                                extra={"action": "db_error", "runner_id": self.id})
                 self._stop.wait(pause)
+                for lane in self._lanes:  # after a restart, drop the pool's dead connections
+                    lane.pool.check()
                 continue
             except Exception:  # log and go on: a worker loop never dies
                 logger.exception("worker loop failed", extra={"action": "work_loop_error"})
@@ -307,7 +310,9 @@ class Runner:
                         with conn.transaction():
                             due_in = lane.store.next_due(conn, saga.name, steps)
                         if due_in is not None:
-                            idle_for = max(0.0, min(idle_for, due_in))
+                            # Due yet not claimed means locked by someone else (a caller's
+                            # open transaction): look again soon, but don't spin.
+                            idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
         return ran, idle_for
 
     def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
@@ -338,10 +343,12 @@ class Runner:
                         if i not in conns or conns[i].closed:
                             conns[i] = lane.connect()
                         self._beat(lane, conns[i])
-                    except psycopg.Error as e:
+                    except Exception as e:  # never die: a silent runner gets reaped
                         logger.warning("heartbeat failed: %s", e,
                                        extra={"action": "heartbeat_error", "runner_id": self.id})
-                        conns.pop(i).close()
+                        failed = conns.pop(i, None)
+                        if failed is not None:
+                            failed.close()
         finally:
             for c in conns.values():
                 c.close()
