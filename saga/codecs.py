@@ -91,7 +91,10 @@ class PickleCodec:
         wrapped = json.loads(text)
         if not isinstance(wrapped, dict) or not isinstance(wrapped.get("pickle"), str):
             raise ValueError("not a pickled value: expected {\"pickle\": \"<base64>\"}")
-        return pickle.loads(base64.b64decode(wrapped["pickle"]))
+        try:
+            return pickle.loads(base64.b64decode(wrapped["pickle"], validate=True))
+        except Exception as e:  # binascii.Error, UnpicklingError, EOFError, a missing class
+            raise ValueError(f"not a valid pickle: {type(e).__name__}: {e}") from e
 
     def __repr__(self) -> str:
         return f"PickleCodec(protocol={self.protocol})"

@@ -58,6 +58,8 @@ class Saga:
             raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        if isinstance(codec, type):
+            raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must have encode() and decode(), got {codec!r}")
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
@@ -219,8 +221,8 @@ class Saga:
         """
         check_text("instance", instance, MAX_INSTANCE)
         target = self.resolve(step)
-        encoded = self._encode_input(target, input)
-        encoded_state = None if state is None else self.codec.encode(state)
+        encoded = target.encode_input(input)
+        encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
         with self._transaction(conn) as c:
             if not self.store.insert(c, self.name, instance, target.name, encoded,
@@ -243,7 +245,7 @@ class Saga:
         """
         check_text("instance", instance, MAX_INSTANCE)
         target = self.resolve(step)
-        encoded = self._encode_input(target, input)
+        encoded = target.encode_input(input)
         seconds = delay_seconds(delay)
         with self._transaction(conn) as c:
             if self.store.call(c, self.name, instance, target.name, encoded, seconds):
@@ -302,15 +304,6 @@ class Saga:
             runner.stop()
 
     # -- values -------------------------------------------------------------------------
-
-    def _encode_input(self, step: Step, input: object) -> str:
-        """Encode *input*, checking here, in the caller, that *step* will be able to read it."""
-        text = self.codec.encode(input)
-        try:
-            step.decode_input(text)
-        except ValueError as e:
-            raise TypeError(f"input does not fit step {step.name!r}: {e}") from None
-        return text
 
     def _decode_loosely(self, step: str, text: str | None, what: str) -> object:
         """Decode for reading: typed when the step's annotations fit, else plain JSON."""

@@ -56,7 +56,8 @@ class Step:
         self.name: str = getattr(fn, "__name__", "")
         if not self.name or self.name == "<lambda>":
             raise ValueError(f"a step needs a function with a name, got {fn!r}")
-        self.positional, self.wants_conn = _adapt(fn, self.name)
+        self.parameters, self.wants_conn = _adapt(fn, self.name)
+        self.positional = len(self.parameters)
         self._hints: tuple[Any, Any] | None = None
         with contextlib.suppress(NameError):  # a name defined later: resolved on first use
             self.hints()
@@ -68,15 +69,33 @@ class Step:
         """Return a continuation: run this step next with *input* after *delay*.
 
         `state=None` keeps the current state. Raise `TypeError` if a value cannot be
-        encoded, `ValueError` for a negative delay.
+        encoded or does not fit this step's annotations, `ValueError` for a bad delay.
         """
-        codec = self.saga.codec
         return Continuation(
             step=self,
-            input=codec.encode(input),
-            state=None if state is None else codec.encode(state),
+            input=self.encode_input(input),
+            state=None if state is None else self.encode_state(state),
             delay=delay_seconds(delay),
         )
+
+    def encode_input(self, value: object) -> str:
+        """Encode an input for this step, checking now that the step will be able to read it.
+
+        Raise `TypeError` if it cannot be encoded or does not fit the annotation.
+        """
+        return self._encode(value, 0, "input")
+
+    def encode_state(self, value: object) -> str:
+        """Encode a state for this step, checked like `encode_input`."""
+        return self._encode(value, 1, "state")
+
+    def _encode(self, value: object, which: int, what: str) -> str:
+        text = self.saga.codec.encode(value)
+        try:
+            self._typed(text, which)
+        except ValueError as e:
+            raise TypeError(f"{what} does not fit step {self.name!r}: {e}") from None
+        return text
 
     def hints(self) -> tuple[Any, Any]:
         """The annotations of the input and state parameters (None where absent).
@@ -85,7 +104,7 @@ class Step:
         """
         if self._hints is None:
             resolved = type_hints(self.fn)
-            names = list(inspect.signature(self.fn).parameters)[: self.positional]
+            names = self.parameters
             self._hints = (
                 resolved.get(names[0]) if len(names) > 0 else None,
                 resolved.get(names[1]) if len(names) > 1 else None,
@@ -104,13 +123,20 @@ class Step:
         if text is None:
             return None
         try:
+            return self._typed(text, which)
+        except ValueError as e:
+            raise ValueError(f"{what} of step {self.name!r} does not decode: {e}") from e
+
+    def _typed(self, text: str, which: int) -> object:
+        """Decode *text* with the annotation of parameter *which*; `ValueError` if it fails."""
+        try:
             hint = self.hints()[which]
         except NameError as e:
             raise ValueError(f"cannot resolve the annotations of step {self.name!r}: {e}") from e
         try:
             return self.saga.codec.decode(text, hint)
-        except Exception as e:  # a codec may fail in many ways (pickle): all mean "bad row"
-            raise ValueError(f"{what} of step {self.name!r} does not decode: {e}") from e
+        except Exception as e:  # a codec may fail in many ways (pickle): all mean "bad value"
+            raise ValueError(str(e)) from e
 
     def invoke(
         self,
@@ -130,33 +156,38 @@ class Step:
         return f"<Step {self.saga.name!r}.{self.name}>"
 
 
-def _adapt(fn: StepFunction, name: str) -> tuple[int, bool]:
-    """Return how many leading positional parameters *fn* takes, and whether it wants `conn`."""
+def _adapt(fn: StepFunction, name: str) -> tuple[tuple[str, ...], bool]:
+    """Return the names of the step parameters *fn* takes (at most four), and whether it
+    wants `conn`."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError) as e:
         raise TypeError(f"step {name!r}: cannot read its signature: {e}") from e
-    positional, wants_conn = 0, False
+    names: list[str] = []
+    wants_conn = False
     for p in params:
         if p.name == "conn" and p.kind in (*_POSITIONAL, inspect.Parameter.KEYWORD_ONLY):
             wants_conn = True
         elif p.kind in _POSITIONAL:
-            if positional >= len(STEP_PARAMETERS):
+            if wants_conn:
+                raise TypeError(f"step {name!r}: declare `conn` after the other parameters "
+                                "(best keyword-only: `def step(input, *, conn)`)")
+            if len(names) >= len(STEP_PARAMETERS):
                 if p.default is inspect.Parameter.empty:
                     raise TypeError(
                         f"step {name!r} declares more than {len(STEP_PARAMETERS)} positional "
                         f"parameters {STEP_PARAMETERS}: {p.name!r} has no default"
                     )
             else:
-                positional += 1
+                names.append(p.name)
         elif p.kind is inspect.Parameter.VAR_POSITIONAL:
-            positional = len(STEP_PARAMETERS)
+            names += [f"*{p.name}"] * (len(STEP_PARAMETERS) - len(names))
         elif p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
             raise TypeError(
                 f"step {name!r}: keyword-only parameter {p.name!r} needs a default "
                 "(a step receives input, state, set_state, logger and, if declared, conn)"
             )
-    return positional, wants_conn
+    return tuple(names), wants_conn
 
 
 def delay_seconds(delay: Delay | None) -> float:

@@ -1,0 +1,553 @@
+"""`saga.store.Store`: every named query of sql/queries.sql, on a migrated schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import saga.store
+from saga.migrate import migrate
+from saga.sqlfiles import named_queries
+from saga.store import Claimed, Lease, Store
+
+Conn = psycopg.Connection[Any]
+NAME = "shop"
+STEPS = ["reserve", "charge"]
+RUNNER = "host:1:abc"
+
+
+@pytest.fixture
+def store(dsn: str, schema: str) -> Store:
+    with psycopg.connect(dsn) as c:
+        migrate(c, schema)
+    return Store(schema)
+
+
+@pytest.fixture
+def conn(dsn: str, store: Store) -> Iterator[Conn]:
+    """An autocommit connection: each store call stands alone, as if committed."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+
+
+def row(conn: Conn, store: Store, instance: str) -> dict[str, Any]:
+    """The instance's row as a dict (input and state as JSON values)."""
+    cur = conn.execute(
+        sql.SQL("SELECT * FROM {}.instance WHERE instance_id = %s").format(
+            sql.Identifier(store.schema)), (instance,))
+    found = cur.fetchone()
+    assert found is not None, instance
+    assert cur.description is not None
+    return dict(zip([d.name for d in cur.description], found, strict=True))
+
+
+def db_now(conn: Conn) -> datetime:
+    found = conn.execute("SELECT now()").fetchone()
+    assert found is not None
+    value: datetime = found[0]
+    return value
+
+
+def execute(conn: Conn, store: Store, query: str, *params: object) -> int:
+    """Run *query* with `{}` filled with the schema; return the row count."""
+    return conn.execute(
+        sql.SQL(query).format(sql.Identifier(store.schema)), params).rowcount
+
+
+def add(conn: Conn, store: Store, instance: str, step: str = "reserve", *,
+        input: object = None, state: object = None, delay: float = 0.0) -> None:
+    assert store.insert(conn, NAME, instance, step, json.dumps(input),
+                        None if state is None else json.dumps(state), delay)
+
+
+def claim_one(conn: Conn, store: Store, instance: str, runner: str = RUNNER) -> Lease:
+    """Claim what is due, which must be *instance* alone, and return its lease."""
+    claimed = store.claim(conn, runner, NAME, STEPS, 100)
+    assert [c.instance for c in claimed] == [instance]
+    return Lease(claimed[0].id, runner, claimed[0].attempt)
+
+
+def add_claimed(conn: Conn, store: Store, instance: str, runner: str = RUNNER) -> Lease:
+    add(conn, store, instance)
+    return claim_one(conn, store, instance, runner)
+
+
+# -- the API's side ----------------------------------------------------------------------------
+
+
+def test_insert_get_and_status(conn: Conn, store: Store) -> None:
+    assert store.status(conn, NAME, "a") is None
+    assert store.get(conn, NAME, "a") is None
+    assert store.insert(conn, NAME, "a", "reserve", '{"sku": "x"}', '{"n": 1}', 0.0)
+    assert store.status(conn, NAME, "a") == 0
+    got = store.get(conn, NAME, "a")
+    assert got is not None
+    (id_, name, instance_id, step, status, input, state, attempts, error, run_after,
+     runner_id, created_at, updated_at) = got
+    assert isinstance(id_, int)
+    assert (name, instance_id, step, status) == (NAME, "a", "reserve", 0)
+    assert json.loads(input) == {"sku": "x"}  # text, for the codec
+    assert json.loads(state) == {"n": 1}
+    assert (attempts, error, runner_id) == (0, None, None)
+    assert run_after == created_at == updated_at
+    assert run_after.tzinfo is not None
+    assert store.status(conn, "other-saga", "a") is None
+
+
+def test_insert_of_an_existing_instance_returns_false(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", input=1)
+    assert not store.insert(conn, NAME, "a", "charge", "2", None, 0.0)
+    assert row(conn, store, "a")["step"] == "reserve"
+    assert store.insert(conn, "other-saga", "a", "charge", "2", None, 0.0)  # per saga name
+
+
+def test_insert_delay_and_null_state(conn: Conn, store: Store) -> None:
+    add(conn, store, "later", delay=90.25)
+    r = row(conn, store, "later")
+    assert r["run_after"] - r["created_at"] == timedelta(seconds=90.25)
+    assert r["state"] is None
+    assert r["input"] is None  # JSON null: jsonb 'null'
+
+
+def test_insert_in_a_rolled_back_transaction(dsn: str, store: Store, conn: Conn) -> None:
+    with psycopg.connect(dsn) as other:
+        assert store.insert(other, NAME, "rb", "reserve", "1", None, 0.0)
+        other.rollback()
+    assert store.status(conn, NAME, "rb") is None
+
+
+def test_call_replaces_step_input_attempts_and_error(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", input=1, state={"kept": True})
+    execute(conn, store, "UPDATE {}.instance SET attempts = 4, error = 'boom'")
+    assert store.call(conn, NAME, "a", "charge", '{"x": 2}', 30.0)
+    r = row(conn, store, "a")
+    assert r["step"] == "charge"
+    assert r["input"] == {"x": 2}
+    assert r["state"] == {"kept": True}
+    assert r["attempts"] == 0
+    assert r["error"] is None
+    assert r["run_after"] - r["updated_at"] == timedelta(seconds=30)
+    assert r["updated_at"] > r["created_at"]
+
+
+@pytest.mark.parametrize("status", [1, 2, 3])
+def test_call_changes_nothing_unless_pending(conn: Conn, store: Store, status: int) -> None:
+    add(conn, store, "a", input=1)
+    execute(conn, store, "UPDATE {}.instance SET status = %s", status)
+    before = row(conn, store, "a")
+    assert not store.call(conn, NAME, "a", "charge", "2", 0.0)
+    assert row(conn, store, "a") == before
+    assert store.status(conn, NAME, "a") == status
+
+
+def test_call_of_unknown_instance(conn: Conn, store: Store) -> None:
+    assert not store.call(conn, NAME, "ghost", "charge", "2", 0.0)
+    add(conn, store, "a")
+    assert not store.call(conn, "other-saga", "a", "charge", "2", 0.0)
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def test_claim_marks_due_rows_running(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", input={"q": 1}, state=[1])
+    claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)
+    assert len(claimed) == 1
+    c = claimed[0]
+    assert isinstance(c, Claimed)
+    assert (c.instance, c.step, c.attempt) == ("a", "reserve", 1)
+    assert json.loads(c.input or "") == {"q": 1}
+    assert json.loads(c.state or "") == [1]
+    r = row(conn, store, "a")
+    assert (r["status"], r["runner_id"], r["attempts"]) == (1, RUNNER, 1)
+    assert store.claim(conn, RUNNER, NAME, STEPS, 10) == []  # RUNNING: not claimed twice
+
+
+def test_claim_honours_now_run_after_and_limit(conn: Conn, store: Store) -> None:
+    add(conn, store, "soon", delay=60)
+    add(conn, store, "later", delay=120)
+    now = db_now(conn)
+    assert store.claim(conn, RUNNER, NAME, STEPS, 10) == []  # nothing due yet
+    assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=now - timedelta(hours=1)) == []
+    first = store.claim(conn, RUNNER, NAME, STEPS, 1, now=now + timedelta(seconds=600))
+    assert [c.instance for c in first] == ["soon"]  # the limit, earliest run_after first
+    second = store.claim(conn, RUNNER, NAME, STEPS, 10, now=now + timedelta(seconds=90))
+    assert second == []  # "later" is due at +120 s only
+    third = store.claim(conn, RUNNER, NAME, STEPS, 10, now=now + timedelta(seconds=121))
+    assert [c.instance for c in third] == ["later"]
+
+
+def test_claim_is_limited_to_the_saga_and_its_steps(conn: Conn, store: Store) -> None:
+    add(conn, store, "unknown-step", step="refund")
+    assert store.insert(conn, "other-saga", "theirs", "reserve", "1", None, 0.0)
+    add(conn, store, "mine", step="charge")
+    claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)
+    assert [c.instance for c in claimed] == ["mine"]
+    assert row(conn, store, "unknown-step")["status"] == 0
+    assert row(conn, store, "theirs")["status"] == 0
+
+
+def test_claim_skips_rows_locked_by_another_transaction(
+    dsn: str, conn: Conn, store: Store
+) -> None:
+    add(conn, store, "locked")
+    add(conn, store, "free")
+    with psycopg.connect(dsn) as other:
+        execute(other, store, "SELECT 1 FROM {}.instance WHERE instance_id = 'locked' FOR UPDATE")
+        claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)  # does not wait on the lock
+        assert [c.instance for c in claimed] == ["free"]
+        other.rollback()
+    assert [c.instance for c in store.claim(conn, RUNNER, NAME, STEPS, 10)] == ["locked"]
+
+
+def test_next_due(conn: Conn, store: Store) -> None:
+    assert store.next_due(conn, NAME, STEPS) is None
+    add(conn, store, "elsewhere", step="refund", delay=5)  # a step this worker lacks
+    assert store.next_due(conn, NAME, STEPS) is None
+    add(conn, store, "a", delay=60)
+    add(conn, store, "b", delay=3600)
+    due = store.next_due(conn, NAME, STEPS)
+    assert due is not None
+    assert 50 < due <= 60
+    add(conn, store, "overdue", step="charge")
+    execute(conn, store,
+            "UPDATE {}.instance SET run_after = now() - interval '1 minute'"
+            " WHERE instance_id = 'overdue'")
+    due = store.next_due(conn, NAME, STEPS)
+    assert due is not None
+    assert -61 < due <= -59  # negative: overdue
+    claim_one(conn, store, "overdue")
+    due = store.next_due(conn, NAME, STEPS)  # RUNNING rows do not count
+    assert due is not None
+    assert due > 50
+
+
+# -- lease-guarded writes ----------------------------------------------------------------------
+
+
+def stale_leases(lease: Lease) -> list[Lease]:
+    return [lease._replace(runner_id="someone-else"), lease._replace(attempt=lease.attempt + 1),
+            lease._replace(attempt=lease.attempt - 1), lease._replace(id=lease.id + 1000)]
+
+
+def test_set_state(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", state={"v": 0})
+    lease = claim_one(conn, store, "a")
+    for stale in stale_leases(lease):
+        assert not store.set_state(conn, stale, '{"v": -1}')
+    assert row(conn, store, "a")["state"] == {"v": 0}
+    assert store.set_state(conn, lease, '{"v": 1}')
+    r = row(conn, store, "a")
+    assert r["state"] == {"v": 1}
+    assert (r["status"], r["runner_id"], r["attempts"]) == (1, RUNNER, 1)
+
+
+def test_run_on(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", input=1, state={"s": 1})
+    execute(conn, store, "UPDATE {}.instance SET attempts = 2")
+    lease = claim_one(conn, store, "a")
+    assert lease.attempt == 3
+    before = row(conn, store, "a")
+    for stale in stale_leases(lease):
+        assert not store.run_on(conn, stale, "charge", "9", None)
+    assert row(conn, store, "a") == before
+    assert store.run_on(conn, lease, "charge", '{"next": 2}', None)
+    r = row(conn, store, "a")
+    assert (r["step"], r["input"], r["state"]) == ("charge", {"next": 2}, {"s": 1})
+    assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (1, RUNNER, 1, None)
+    # the new step's first attempt is this one: the lease goes on with attempt 1
+    assert not store.run_on(conn, lease, "reserve", "1", None)
+    assert store.run_on(conn, lease._replace(attempt=1), "reserve", "3", '{"s": 2}')
+    r = row(conn, store, "a")
+    assert (r["step"], r["input"], r["state"]) == ("reserve", 3, {"s": 2})
+
+
+def test_schedule(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", state={"s": 1})
+    lease = claim_one(conn, store, "a")
+    before = row(conn, store, "a")
+    for stale in stale_leases(lease):
+        assert not store.schedule(conn, stale, "charge", "2", None, 0.0)
+    assert row(conn, store, "a") == before
+    assert store.schedule(conn, lease, "charge", '"later"', None, 45.0)
+    r = row(conn, store, "a")
+    assert (r["step"], r["input"], r["state"]) == ("charge", "later", {"s": 1})
+    assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (0, None, 0, None)
+    assert r["run_after"] - r["updated_at"] == timedelta(seconds=45)
+    assert not store.schedule(conn, lease, "charge", "2", None, 0.0)  # the lease is spent
+    lease = claim_due_later(conn, store, "a")
+    assert store.schedule(conn, lease, "reserve", "1", '{"s": 2}', 0.0)
+    assert row(conn, store, "a")["state"] == {"s": 2}  # a new state replaces the old
+
+
+def claim_due_later(conn: Conn, store: Store, instance: str) -> Lease:
+    """Claim *instance* even if it is due in up to an hour (through `now`)."""
+    now = db_now(conn)
+    claimed = store.claim(conn, RUNNER, NAME, STEPS, 10, now=now + timedelta(hours=1))
+    (c,) = [c for c in claimed if c.instance == instance]
+    return Lease(c.id, RUNNER, c.attempt)
+
+
+def test_complete(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", state={"s": 1})
+    lease_a = claim_one(conn, store, "a")
+    add(conn, store, "b", state={"s": 1})
+    lease_b = claim_one(conn, store, "b")
+    execute(conn, store, "UPDATE {}.instance SET error = 'old' WHERE instance_id = 'a'")
+    before = row(conn, store, "a")
+    for stale in stale_leases(lease_a):
+        assert not store.complete(conn, stale, '"final"')
+    assert row(conn, store, "a") == before
+    assert store.complete(conn, lease_a, '"final"')
+    r = row(conn, store, "a")
+    assert (r["status"], r["state"], r["runner_id"], r["error"]) == (2, "final", None, None)
+    assert r["attempts"] == 1  # kept on COMPLETE
+    assert not store.complete(conn, lease_a, '"again"')
+    assert store.complete(conn, lease_b, None)  # None keeps the state
+    r = row(conn, store, "b")
+    assert (r["status"], r["state"]) == (2, {"s": 1})
+
+
+def test_fail_retry_and_final(conn: Conn, store: Store) -> None:
+    add(conn, store, "a", state={"s": 1})
+    lease = claim_one(conn, store, "a")
+    before = row(conn, store, "a")
+    for stale in stale_leases(lease):
+        assert not store.fail(conn, stale, error="x", final=False, delay=1.0)
+        assert not store.fail(conn, stale, error="x", final=True, delay=0.0)
+    assert row(conn, store, "a") == before
+    assert store.fail(conn, lease, error="Traceback: boom", final=False, delay=12.5)
+    r = row(conn, store, "a")
+    assert (r["status"], r["runner_id"], r["error"]) == (0, None, "Traceback: boom")
+    assert r["attempts"] == 1  # counts claims: kept for the next claim to increment
+    assert r["run_after"] - r["updated_at"] == timedelta(seconds=12.5)
+    assert r["state"] == {"s": 1}
+    assert not store.fail(conn, lease, error="again", final=True, delay=0.0)
+
+    lease = claim_due_later(conn, store, "a")
+    assert lease.attempt == 2
+    assert store.fail(conn, lease, error="dead letter", final=True, delay=0.0)
+    r = row(conn, store, "a")
+    assert (r["status"], r["runner_id"], r["error"], r["attempts"]) == (3, None, "dead letter", 2)
+    assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=db_now(conn) + timedelta(days=1)) == []
+
+
+def test_release_gives_the_claim_back(conn: Conn, store: Store) -> None:
+    for name in ("a", "b", "c"):
+        add(conn, store, name)
+    claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
+    store.release(conn, "someone-else", [claimed["a"].id])  # not theirs: nothing happens
+    assert row(conn, store, "a")["status"] == 1
+    store.release(conn, RUNNER, [claimed["a"].id, claimed["b"].id])
+    for name in ("a", "b"):
+        r = row(conn, store, name)
+        assert (r["status"], r["runner_id"], r["attempts"]) == (0, None, 0)
+    assert row(conn, store, "c")["status"] == 1
+    store.release(conn, RUNNER, [])  # nothing to release is fine
+    assert row(conn, store, "c")["status"] == 1
+    assert {c.instance for c in store.claim(conn, RUNNER, NAME, STEPS, 10)} == {"a", "b"}
+
+
+# -- runners and the reaper -------------------------------------------------------------------
+
+
+def runner_row(conn: Conn, store: Store, runner_id: str) -> dict[str, Any] | None:
+    cur = conn.execute(sql.SQL("SELECT * FROM {}.runner WHERE id = %s").format(
+        sql.Identifier(store.schema)), (runner_id,))
+    found = cur.fetchone()
+    if found is None:
+        return None
+    assert cur.description is not None
+    return dict(zip([d.name for d in cur.description], found, strict=True))
+
+
+def age_runner(conn: Conn, store: Store, runner_id: str, seconds: float) -> None:
+    assert execute(conn, store, "UPDATE {}.runner SET heartbeat_at = now() - make_interval("
+                   "secs => %s) WHERE id = %s", seconds, runner_id) == 1
+
+
+def test_register_heartbeat_and_delete_runner(conn: Conn, store: Store) -> None:
+    serves = {NAME: STEPS}
+    store.register_runner(conn, RUNNER, "host", 4242, serves)
+    r = runner_row(conn, store, RUNNER)
+    assert r is not None
+    assert (r["hostname"], r["pid"], r["serves"]) == ("host", 4242, serves)
+    assert r["heartbeat_at"] == r["started_at"]
+    age_runner(conn, store, RUNNER, 100)
+    assert store.heartbeat(conn, RUNNER)
+    r = runner_row(conn, store, RUNNER)
+    assert r is not None
+    assert r["heartbeat_at"] > r["started_at"]
+    age_runner(conn, store, RUNNER, 100)
+    store.register_runner(conn, RUNNER, "host", 4242, serves)  # again: a heartbeat
+    r = runner_row(conn, store, RUNNER)
+    assert r is not None
+    assert r["heartbeat_at"] > r["started_at"]
+    assert not store.heartbeat(conn, "never-registered")
+    store.delete_runner(conn, RUNNER)
+    assert runner_row(conn, store, RUNNER) is None
+    assert not store.heartbeat(conn, RUNNER)  # reaped or deleted: the runner learns it
+    store.delete_runner(conn, RUNNER)  # idempotent
+
+
+def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store) -> None:
+    store.register_runner(conn, "dead", "h", 1, {NAME: STEPS})
+    store.register_runner(conn, "alive", "h", 2, {NAME: STEPS})
+    add_claimed(conn, store, "d1", runner="dead")
+    add_claimed(conn, store, "d2", runner="dead")
+    add_claimed(conn, store, "a1", runner="alive")
+    assert store.complete(conn, add_claimed(conn, store, "done", runner="dead"), None)
+    add_claimed(conn, store, "orphan", runner="ghost")  # no runner row at all
+    execute(conn, store,
+            "UPDATE {}.instance SET step = 'charge' WHERE instance_id = 'orphan'")
+    age_runner(conn, store, "dead", 120)
+    age_runner(conn, store, "alive", 5)
+
+    dead, recovered = store.reap(conn, 30.0)
+    assert dead == ["dead"]
+    assert recovered == 3
+    assert runner_row(conn, store, "dead") is None
+    assert runner_row(conn, store, "alive") is not None
+    for name in ("d1", "d2"):
+        r = row(conn, store, name)
+        assert (r["status"], r["runner_id"]) == (0, None)
+        assert r["error"] == "runner dead stopped during step reserve"
+        assert r["attempts"] == 1  # the claim counted: crash loops end in ERROR
+        assert r["run_after"] == r["updated_at"]  # due at once
+    r = row(conn, store, "orphan")
+    assert (r["status"], r["runner_id"]) == (0, None)
+    assert r["error"] == "runner ghost stopped during step charge"
+    r = row(conn, store, "a1")
+    assert (r["status"], r["runner_id"], r["error"]) == (1, "alive", None)
+    assert row(conn, store, "done")["status"] == 2
+
+    assert store.reap(conn, 30.0) == ([], 0)  # nothing left to do
+    assert store.reap(conn, 1.0) == (["alive"], 1)  # a shorter timeout: alive is silent too
+
+
+def test_reap_skips_rows_locked_by_another_reaper(dsn: str, conn: Conn, store: Store) -> None:
+    add(conn, store, "o1")
+    add(conn, store, "o2")
+    assert len(store.claim(conn, "ghost", NAME, STEPS, 10)) == 2
+    with psycopg.connect(dsn) as other:
+        execute(other, store, "SELECT 1 FROM {}.instance WHERE instance_id = 'o1' FOR UPDATE")
+        assert store.reap(conn, 30.0) == ([], 1)
+        other.rollback()
+    assert row(conn, store, "o1")["status"] == 1
+    assert row(conn, store, "o2")["status"] == 0
+    assert store.reap(conn, 30.0) == ([], 1)
+
+
+def test_release_stale(conn: Conn, store: Store) -> None:
+    add_claimed(conn, store, "theirs", runner="other")
+    for name in ("old", "busy", "young"):
+        add(conn, store, name)
+    claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
+    execute(conn, store, "UPDATE {}.instance SET updated_at = now() - interval '10 minutes'"
+                         " WHERE instance_id IN ('old', 'busy', 'theirs')")
+
+    assert store.release_stale(conn, RUNNER, [claimed["busy"].id], 60.0) == 1
+    r = row(conn, store, "old")
+    assert (r["status"], r["runner_id"], r["attempts"]) == (0, None, 1)
+    assert r["run_after"] == r["updated_at"]
+    assert row(conn, store, "busy")["status"] == 1  # in flight: excluded
+    assert row(conn, store, "young")["status"] == 1  # updated recently: too young
+    assert row(conn, store, "theirs")["runner_id"] == "other"  # another runner's row
+    assert store.release_stale(conn, RUNNER, [], 3600.0) == 0  # age honoured
+    assert store.release_stale(conn, RUNNER, [], 60.0) == 1  # busy, now not in flight
+    assert row(conn, store, "busy")["status"] == 0
+
+
+# -- NOTIFY ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener(dsn: str, store: Store) -> Iterator[Conn]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+        yield c
+
+
+def marker(dsn: str, store: Store) -> None:
+    """Commit a notification of our own: everything committed before it arrives first."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SELECT pg_notify(%s, 'marker')", (store.channel,))
+
+
+def payloads(listener: Conn, count: int) -> list[str]:
+    return [n.payload for n in listener.notifies(timeout=10, stop_after=count)]
+
+
+def test_insert_notifies_on_commit(dsn: str, store: Store, listener: Conn) -> None:
+    assert store.channel == f"pgsaga_{store.schema}"
+    with psycopg.connect(dsn) as c:
+        store.insert(c, NAME, "n", "reserve", "1", None, 0.0)
+        c.commit()
+    got = list(listener.notifies(timeout=10, stop_after=1))
+    assert [(n.channel, n.payload) for n in got] == [(store.channel, NAME)]
+
+
+def test_insert_does_not_notify_on_rollback(dsn: str, store: Store, listener: Conn) -> None:
+    with psycopg.connect(dsn) as c:
+        store.insert(c, NAME, "n", "reserve", "1", None, 0.0)
+        c.rollback()
+    marker(dsn, store)
+    assert payloads(listener, 1) == ["marker"]
+
+
+def test_duplicate_insert_does_not_notify(dsn: str, store: Store, listener: Conn) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert store.insert(c, NAME, "n", "reserve", "1", None, 0.0)
+        assert payloads(listener, 1) == [NAME]
+        assert not store.insert(c, NAME, "n", "reserve", "1", None, 0.0)
+    marker(dsn, store)
+    assert payloads(listener, 1) == ["marker"]
+
+
+def test_writes_that_make_rows_runnable_notify(
+    dsn: str, store: Store, conn: Conn, listener: Conn
+) -> None:
+    for name in ("a", "b", "c", "d"):
+        add(conn, store, name)
+    assert payloads(listener, 4) == [NAME] * 4
+    assert store.call(conn, NAME, "a", "charge", "2", 0.0)
+    assert payloads(listener, 1) == [NAME]
+    claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
+    assert store.schedule(conn, Lease(claimed["a"].id, RUNNER, 1), "reserve", "1", None, 0.0)
+    assert payloads(listener, 1) == [NAME]
+    store.release(conn, RUNNER, [claimed["b"].id])
+    assert payloads(listener, 1) == [NAME]
+    assert store.reap(conn, 30.0) == ([], 2)  # c and d: RUNNER has no runner row
+    assert payloads(listener, 1) == [NAME]  # one per saga name
+    assert not store.call(conn, NAME, "ghost", "charge", "2", 0.0)  # no row: no wake-up
+    marker(dsn, store)
+    assert payloads(listener, 1) == ["marker"]
+
+
+# -- the queries file and the Store agree -----------------------------------------------------
+
+
+def test_every_named_query_is_used_by_the_store() -> None:
+    queries = named_queries()
+    assert len(queries) >= 18  # a sanity check of the parser
+    source = Path(saga.store.__file__).read_text()
+    referenced = set(re.findall(r'"([a-z_]+)"', source))
+    unused = sorted(queries.keys() - referenced)
+    assert unused == [], f"named queries no Store method runs: {unused}"
+    for name, text in queries.items():
+        assert text.strip(), name
+        assert "{schema}" in text, name
+
+
+def test_store_rejects_a_bad_schema() -> None:
+    with pytest.raises(ValueError, match="schema"):
+        Store("bad schema")
+    assert repr(Store("good")) == "<Store schema='good'>"
