@@ -17,9 +17,22 @@ def describe(dsn: str) -> str:
 
 
 def check_connection(dsn: str, timeout: int = 5) -> None:
-    """Connect once to fail early, with a one-line reason that names the database."""
+    """Connect once to fail early, with a one-line reason that names the database.
+
+    Raise `ConnectionError`; its message never holds the DSN's password.
+    """
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        # libpq quotes the whole string in its complaint, password included.
+        raise ConnectionError("the DSN is not a valid connection string") from None
     try:
         psycopg.connect(dsn, connect_timeout=timeout).close()
     except psycopg.Error as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        reason = text.splitlines()[-1] if text else type(e).__name__
+        secret = str(params.get("password") or "")
+        reason = reason.replace(dsn, describe(dsn))
+        if secret:
+            reason = reason.replace(secret, "***")
         raise ConnectionError(f"cannot connect to {describe(dsn)}: {reason}") from None
