@@ -17,18 +17,23 @@ from .sqlfiles import check_schema
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m saga", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cmd = commands.add_parser("migrate", help="create or upgrade the saga schema (idempotent)")
+    cmd = commands.add_parser(
+        "migrate", help="create or upgrade the saga schema (idempotent)",
+        description="Apply the missing migrations to the schema, under an advisory lock: "
+        "safe to run from several processes at once.",
+    )
     cmd.add_argument("--dsn", help="the database (default: SAGA_DSN)")
     cmd.add_argument("--schema", default="saga", help="the schema (default: saga)")
     args = parser.parse_args(argv)
 
-    dsn = args.dsn or os.environ.get("SAGA_DSN")
-    if not dsn:
-        parser.error("no database: pass --dsn or set SAGA_DSN")
     try:
         check_schema(args.schema)
     except ValueError as e:
-        parser.error(str(e))
+        cmd.error(str(e))
+    dsn = args.dsn or os.environ.get("SAGA_DSN")
+    if not dsn:  # like the worker: a startup error, not a usage one
+        print("saga migrate: error: no database: pass --dsn or set SAGA_DSN", file=sys.stderr)
+        return 1
     try:
         check_connection(dsn)
         with psycopg.connect(dsn) as conn:

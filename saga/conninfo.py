@@ -29,8 +29,9 @@ def check_connection(dsn: str, timeout: int = 5) -> None:
     try:
         psycopg.connect(dsn, connect_timeout=timeout).close()
     except psycopg.Error as e:
-        text = str(e).strip()
-        reason = text.splitlines()[-1] if text else type(e).__name__
+        # libpq's first line says what failed ("... failed: Connection refused").
+        text = str(e).strip().removeprefix("connection failed: ")
+        reason = text.splitlines()[0] if text else type(e).__name__
         secret = str(params.get("password") or "")
         reason = reason.replace(dsn, describe(dsn))
         if secret:

@@ -120,7 +120,10 @@ class Saga:
         for registered in self.steps.values():
             if registered.fn is step:
                 return registered
-        raise ValueError(f"{step!r} is not a step of saga {self.name!r}: decorate it with @step")
+        raise ValueError(
+            f"{step!r} is not a step of saga {self.name!r}: register it with the saga's "
+            "@step decorator"
+        )
 
     # -- database -----------------------------------------------------------------------
 
@@ -156,10 +159,13 @@ class Saga:
         return pool
 
     def use_dsn(self, dsn: str) -> None:
-        """Point the saga at another database (the worker's `--dsn`); before first use only."""
+        """Point the saga at another database (the worker's `--dsn`).
+
+        Its own pool, if open, is closed; a pool passed in is left to its owner.
+        """
         with self._pool_lock:
             if self._pool is not None and self._owns_pool:
-                raise RuntimeError(f"saga {self.name!r} is already connected")
+                self._pool.close()
             self._dsn, self._pool, self._owns_pool = dsn, None, True
 
     def ensure_pool_size(self, size: int) -> ConnectionPool[Any]:
@@ -197,9 +203,10 @@ class Saga:
         if conn is not None:
             if not isinstance(conn, psycopg.Connection):
                 raise TypeError(f"conn must be a psycopg.Connection, got {conn!r}")
-            yield conn  # the caller commits or rolls back; we never do
+            with self.store.tables_required():
+                yield conn  # the caller commits or rolls back; we never do
             return
-        with self.pool.connection() as own, own.transaction():
+        with self.store.tables_required(), self.pool.connection() as own, own.transaction():
             yield own
 
     # -- the blocking API ---------------------------------------------------------------

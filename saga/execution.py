@@ -62,6 +62,10 @@ class _LeaseLost(Exception):
     """The row is no longer ours: undo the transaction's writes (a `conn` step's too)."""
 
 
+class _BadOutcome(Exception):
+    """A step returned what cannot be recorded: a programming error, so no retry."""
+
+
 @dataclass
 class Execution:
     """The context of one claimed instance while this thread runs it."""
@@ -120,7 +124,7 @@ class Execution:
             logger.warning("lost instance %s to another runner during step %s; outcome dropped",
                            lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
             return None
-        except SagaError as e:
+        except (SagaError, _BadOutcome) as e:
             self._fail(lease, step, final=True, error=str(e) or type(e).__name__)
         except Exception:
             error = traceback.format_exc()
@@ -134,7 +138,11 @@ class Execution:
         """Write the step's outcome (inside the caller's transaction)."""
         store, conn = self.store, self.conn
         if isinstance(result, Continuation):
-            following = self.saga.resolve(result.step)  # ValueError: a foreign saga's step
+            following = result.step
+            if following.saga is not self.saga:
+                raise _BadOutcome(
+                    f"step {step.name!r} continued with step {following.name!r} of saga "
+                    f"{following.saga.name!r}: a saga can only continue with its own steps")
             if result.state is not None:
                 self.state_text = result.state
             if result.delay == 0 and not self.stopping.is_set():
@@ -143,7 +151,11 @@ class Execution:
             self._check(store.schedule(conn, lease, following.name, result.input, result.state,
                                        result.delay))
             return None
-        encoded = None if result is None else self.saga.codec.encode(result)
+        try:
+            encoded = None if result is None else self.saga.codec.encode(result)
+        except TypeError as e:
+            raise _BadOutcome(f"step {step.name!r} returned a final state that cannot be "
+                              f"stored: {e}") from e
         self._check(store.complete(conn, lease, encoded))
         self.stats.add(completed=1)
         logger.debug("instance %s complete after step %s", self.row.instance, step.name,

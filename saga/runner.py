@@ -156,7 +156,9 @@ class Runner:
         with self._signals():
             self._lanes = self._make_lanes()
             for lane in self._lanes:
-                with lane.pool.connection() as conn, conn.transaction():
+                with lane.store.tables_required(), lane.pool.connection() as conn, (
+                    conn.transaction()
+                ):
                     lane.store.register_runner(conn, self.id, socket.gethostname(),
                                                os.getpid(), lane.serves)
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
@@ -302,6 +304,8 @@ class Runner:
                     with conn.transaction():
                         rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
                     if rows:
+                        logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
+                                     extra={"action": "claim", "runner_id": self.id})
                         if len(rows) == self.claim_batch:
                             self._wakeup.notify()  # there may be more: wake a colleague
                         self._run_claimed(lane, saga, conn, rows)

@@ -8,12 +8,14 @@ commit its own writes together with its outcome.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
 
+from .errors import SagaException
 from .sqlfiles import check_schema, named_queries, render
 
 Conn = psycopg.Connection[Any]
@@ -48,6 +50,17 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store schema={self.schema!r}>"
+
+    @contextmanager
+    def tables_required(self) -> Iterator[None]:
+        """Turn "relation does not exist" into a message that says what to do."""
+        try:
+            yield
+        except psycopg.errors.UndefinedTable as e:
+            raise SagaException(
+                f"the saga tables are missing from schema {self.schema!r} "
+                f"({e.diag.message_primary}): run saga.init_db() or `python -m saga migrate`"
+            ) from e
 
     # -- the API's side -----------------------------------------------------------------
 

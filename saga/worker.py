@@ -13,10 +13,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-import psycopg
-
 from .conninfo import check_connection, describe
 from .core import Saga
+from .errors import SagaException
 from .runner import GRACE, HEARTBEAT_TIMEOUT, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -71,8 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("sagas", nargs="+", metavar="MODULE:ATTRIBUTE",
                         help="where a Saga (or a list of them) lives, e.g. app.sagas:saga")
     parser.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
-    parser.add_argument("--dsn", help="database for every saga (default: SAGA_DSN, or the "
-                        "saga's own)")
+    parser.add_argument("--dsn", help="database for every saga (default: the saga's own, "
+                        "else SAGA_DSN)")
     parser.add_argument("--drain", action="store_true",
                         help="run everything due, then exit (for cron)")
     parser.add_argument("--log-level", default="INFO",
@@ -104,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sagas = load_sagas(args.sagas)
     except StartupError as e:
+        logging.getLogger(__name__).debug("cannot load the sagas", exc_info=e.__cause__)
         print(f"saga.worker: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -112,12 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         poll_interval=args.poll_interval, grace=args.grace)
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
-    except (StartupError, ValueError, ConnectionError) as e:
+    except (StartupError, SagaException, ValueError, ConnectionError) as e:
         print(f"saga.worker: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except psycopg.errors.UndefinedTable as e:
-        print(f"saga.worker: error: the saga tables are missing ({e.diag.message_primary}): "
-              "run `python -m saga migrate` or saga.init_db() first", file=sys.stderr)
         return EXIT_FAILED
     finally:
         for s in sagas:
