@@ -145,13 +145,20 @@ class Saga:
                 self._pool = self._open_pool(POOL_SIZE)
             return self._pool
 
-    def _open_pool(self, size: int) -> ConnectionPool[Any]:
+    def database(self) -> str:
+        """What identifies the saga's database: its DSN, or its given pool."""
+        if not self._owns_pool:
+            return f"<pool {id(self._pool):#x}>"
         dsn = self._dsn if self._dsn is not None else os.environ.get("SAGA_DSN")
         if not dsn:
             raise ValueError(
                 f"saga {self.name!r} has no database: pass Saga(name, dsn) or pool=, "
                 "or set SAGA_DSN"
             )
+        return dsn
+
+    def _open_pool(self, size: int) -> ConnectionPool[Any]:
+        dsn = self.database()
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}"
         )

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,6 +40,7 @@ GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
 IDLE_RECHECK: Final = 0.1  # idle wait when a due row is locked by another transaction
 STALE_AGE: Final = 5.0  # own RUNNING rows no thread works on, older than this, go back
+LISTEN_TICK: Final = 0.25  # how often the listener looks up from NOTIFY to check for stop
 
 
 class _Wakeup:
@@ -74,8 +75,6 @@ class _Lane:
     pool: ConnectionPool[Any]
     store: Store
     sagas: list[Saga]
-    in_flight: set[int] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def serves(self) -> dict[str, list[str]]:
@@ -105,9 +104,9 @@ class Runner:
     ) -> None:
         if not sagas:
             raise ValueError("a runner needs at least one saga")
-        names = [s.name for s in sagas]
+        names = [f"{s.schema}.{s.name}" for s in sagas]
         if len(set(names)) != len(names):
-            raise ValueError(f"saga names must be unique in one runner, got {names}")
+            raise ValueError(f"saga names must be unique per schema in one runner, got {names}")
         for s in sagas:
             if not s.steps:
                 raise ValueError(f"saga {s.name!r} has no steps")
@@ -121,6 +120,7 @@ class Runner:
             raise ValueError(f"grace must be >= 0, got {grace!r}")
         if not isinstance(claim_batch, int) or claim_batch < 1:
             raise ValueError(f"claim_batch must be an integer >= 1, got {claim_batch!r}")
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.sagas = list(sagas)
         self.workers = workers
         self.heartbeat_timeout = float(heartbeat_timeout)
@@ -128,13 +128,17 @@ class Runner:
         self.poll_interval = float(poll_interval)
         self.grace = float(grace)
         self.claim_batch = claim_batch
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.stats = RunStats()
         self._stop = threading.Event()  # stop claiming
         self._abort = threading.Event()  # a second signal: stop waiting for anything
         self._done = threading.Event()  # heartbeat and listener end
         self._wakeup = _Wakeup(workers)
         self._lanes: list[_Lane] = []
+        # Row ids the worker threads hold, in every lane: `release_stale` must spare them.
+        # One set for the whole runner, since two lanes can share a table (two pools onto
+        # one schema); ids of different tables only ever make it spare a row too many.
+        self._in_flight: set[int] = set()
+        self._in_flight_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -243,16 +247,15 @@ class Runner:
 
     def _make_lanes(self) -> list[_Lane]:
         """Group the sagas by database and schema; size each pool for the workers."""
-        lanes: dict[tuple[int, str], _Lane] = {}
+        lanes: dict[tuple[str, str], _Lane] = {}
         for s in self.sagas:
+            key = (s.database(), s.schema)
+            if key in lanes:
+                lanes[key].sagas.append(s)  # served through the first saga's pool
+                continue
             # A worker thread holds one connection, and a `conn` step's set_state briefly
             # takes another; two spare ones keep that from waiting long.
-            pool = s.ensure_pool_size(self.workers + 2)
-            key = (id(pool), s.schema)
-            if key in lanes:
-                lanes[key].sagas.append(s)
-            else:
-                lanes[key] = _Lane(pool, s.store, [s])
+            lanes[key] = _Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
         return list(lanes.values())
 
     def _retry_pause(self, failures: int) -> float:
@@ -320,8 +323,8 @@ class Runner:
         return ran, idle_for
 
     def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
-        with lane.lock:
-            lane.in_flight.update(r.id for r in rows)
+        with self._in_flight_lock:
+            self._in_flight.update(r.id for r in rows)
         try:
             for i, row in enumerate(rows):
                 if self._stop.is_set():
@@ -330,11 +333,11 @@ class Runner:
                     return
                 Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
                           self.stats).run()
-                with lane.lock:
-                    lane.in_flight.discard(row.id)
+                with self._in_flight_lock:
+                    self._in_flight.discard(row.id)
         finally:
-            with lane.lock:
-                lane.in_flight.difference_update(r.id for r in rows)
+            with self._in_flight_lock:
+                self._in_flight.difference_update(r.id for r in rows)
 
     # -- heartbeat and reaper -----------------------------------------------------------
 
@@ -370,8 +373,8 @@ class Runner:
             logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
                            len(dead), dead, recovered,
                            extra={"action": "reap", "runner_id": self.id})
-        with lane.lock:
-            in_flight = list(lane.in_flight)
+        with self._in_flight_lock:
+            in_flight = list(self._in_flight)
         released = store.release_stale(conn, self.id, in_flight,
                                        max(STALE_AGE, 2 * self.heartbeat_interval))
         if released:
@@ -390,7 +393,7 @@ class Runner:
                     failures = 0
                     self._wakeup.notify(self.workers)  # whatever was sent while we were away
                     while not self._done.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=LISTEN_TICK):
                             if note.payload in names:
                                 self._wakeup.notify()
             except psycopg.Error as e:

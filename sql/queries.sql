@@ -98,9 +98,10 @@ WITH released AS (
 SELECT pg_notify(%(channel)s, name) FROM (SELECT DISTINCT name FROM released) AS names;
 
 -- name: register_runner
+-- Again after being reaped, or from a second pool onto the same schema: merge what it serves.
 INSERT INTO {schema}.runner (id, hostname, pid, serves)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(serves)s::jsonb)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), serves = runner.serves || excluded.serves;
 
 -- name: heartbeat
 UPDATE {schema}.runner SET heartbeat_at = now() WHERE id = %(id)s;
