@@ -39,7 +39,7 @@ POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
 IDLE_RECHECK: Final = 0.1  # idle wait when a due row is locked by another transaction
-STALE_AGE: Final = 5.0  # own RUNNING rows no thread works on, older than this, go back
+STALE_AGE: Final = 2.0  # own RUNNING rows no thread works on, older than this, go back
 LISTEN_TICK: Final = 0.25  # how often the listener looks up from NOTIFY to check for stop
 
 
