@@ -312,7 +312,10 @@ class Saga:
             self._runner = None
 
     def stop(self) -> None:
-        """Make a `run()` in another thread return, gracefully (as on SIGTERM)."""
+        """Make a `run()` in another thread return, gracefully (as on SIGTERM).
+
+        It acts on the run in progress: called before `run()` has begun, it does nothing.
+        """
         runner = self._runner
         if runner is not None:
             runner.stop()
