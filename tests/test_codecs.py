@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Optional
@@ -348,20 +349,19 @@ def test_pickle_decode_of_a_non_pickle_payload_is_a_value_error(text: str) -> No
         PickleCodec().decode(text)
 
 
-def test_pickle_codec_end_to_end(dsn: str, schema: str) -> None:
-    with Saga("pickled", dsn, schema=schema, codec=PickleCodec()) as s:
-        s.init_db()
+def test_pickle_codec_end_to_end(make_saga: Callable[..., Saga]) -> None:
+    s = make_saga("pickled", codec=PickleCodec())
 
-        @s.step
-        def first(input: object, state: object) -> None:
-            pass
+    @s.step
+    def first(input: object, state: object) -> None:
+        pass
 
-        value = Opaque([1, {2, 3}, Point(1.0, 2.0)])
-        s.start("p-1", first, value, state=Opaque("state"))
-        record = s.get("p-1")
-        assert record.input == value
-        assert record.state == Opaque("state")
-        assert s.get_state("p-1") == Opaque("state")
+    value = Opaque([1, {2, 3}, Point(1.0, 2.0)])
+    s.start("p-1", first, value, state=Opaque("state"))
+    record = s.get("p-1")
+    assert record.input == value
+    assert record.state == Opaque("state")
+    assert s.get_state("p-1") == Opaque("state")
 
 
 def test_saga_uses_json_codec_by_default() -> None:

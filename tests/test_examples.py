@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from saga import ConcurrencyException, Saga, SagaNotFound, Status
+from tests.helpers import Db
 
 CONFIRMED = "CONFIRMED"
 TIME_OUT = "TIME_OUT"
@@ -29,32 +29,10 @@ class RetryState:
     failure_count: int = 0
 
 
-class Db:
-    """Plain SQL on the test's schema ({s} in a query), each statement on its own."""
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.dsn, self.schema = dsn, schema
-
-    def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
-        text = sql.SQL(query).format(s=sql.Identifier(self.schema))  # type: ignore[arg-type]
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(text, params)
-            return cur.fetchall() if cur.description else []
-
-    def make_due(self, instance: str) -> None:
-        self.rows("UPDATE {s}.instance SET run_after = now() WHERE instance_id = %s", instance)
-
-
 @pytest.fixture
-def db(dsn: str, schema: str) -> Db:
-    return Db(dsn, schema)
-
-
-@pytest.fixture
-def saga(dsn: str, schema: str) -> Iterator[Saga]:
-    with Saga("example", dsn, schema=schema, backoff_base=0.05, backoff_max=0.2) as s:
-        s.init_db()
-        yield s
+def saga(make_saga: Callable[..., Saga]) -> Saga:
+    """The examples' saga, named "example"."""
+    return make_saga("example")
 
 
 def drain(saga: Saga) -> None:
@@ -64,8 +42,7 @@ def drain(saga: Saga) -> None:
 def test_fund_transfer(saga: Saga, db: Db) -> None:
     db.rows("CREATE TABLE {s}.account (id text PRIMARY KEY, balance int NOT NULL)")
     db.rows("INSERT INTO {s}.account VALUES ('alice', 100), ('bob', 0)")
-    move = sql.SQL("UPDATE {}.account SET balance = balance + %s WHERE id = %s").format(
-        sql.Identifier(db.schema))
+    move = db.sql("UPDATE {s}.account SET balance = balance + %s WHERE id = %s")
 
     @saga.step
     def debit(input: TransferInput, state: None, set_state: Any, logger: Any, *,

@@ -16,22 +16,19 @@ from psycopg import sql
 from saga import Saga
 from saga.migrate import migrate
 from saga.sqlfiles import migrations
+from tests.helpers import Db
 
 Conn = psycopg.Connection[Any]
 FIRST = "001_init.sql"
 
 
-def recorded(dsn: str, schema: str) -> list[tuple[int, str]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        rows = c.execute(sql.SQL("SELECT version, name FROM {}.migration ORDER BY version")
-                         .format(sql.Identifier(schema))).fetchall()
+def recorded(db: Db) -> list[tuple[int, str]]:
+    rows = db.rows("SELECT version, name FROM {s}.migration ORDER BY version")
     return [(int(v), str(n)) for v, n in rows]
 
 
-def schema_exists(dsn: str, schema: str) -> bool:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        found = c.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
-    return found is not None
+def schema_exists(db: Db) -> bool:
+    return db.rows("SELECT 1 FROM pg_namespace WHERE nspname = %s", db.schema) != []
 
 
 def all_migrations() -> list[str]:
@@ -45,21 +42,21 @@ def test_migration_files_are_numbered_in_order() -> None:
     assert versions == list(range(1, len(found) + 1))  # no gap, no duplicate
 
 
-def test_init_db_applies_and_records_then_applies_nothing(dsn: str, schema: str) -> None:
-    assert not schema_exists(dsn, schema)
+def test_init_db_applies_and_records_then_applies_nothing(dsn: str, schema: str, db: Db) -> None:
+    assert not schema_exists(db)
     with Saga("m", dsn, schema=schema) as s:
         applied = s.init_db()
         assert applied[0] == FIRST
         assert applied == all_migrations()
-        assert [name for _, name in recorded(dsn, schema)] == applied
-        assert recorded(dsn, schema)[0] == (1, FIRST)
+        assert [name for _, name in recorded(db)] == applied
+        assert recorded(db)[0] == (1, FIRST)
         assert s.init_db() == []
-        assert [name for _, name in recorded(dsn, schema)] == applied  # recorded once
+        assert [name for _, name in recorded(db)] == applied  # recorded once
     with Saga("another-saga", dsn, schema=schema) as other:
         assert other.init_db() == []  # per schema, not per saga
 
 
-def test_migrate_needs_a_connection_outside_a_transaction(dsn: str, schema: str) -> None:
+def test_migrate_needs_a_connection_outside_a_transaction(dsn: str, schema: str, db: Db) -> None:
     with psycopg.connect(dsn) as c:
         c.execute("SELECT 1")
         with pytest.raises(ValueError, match="not inside a transaction"):
@@ -69,22 +66,17 @@ def test_migrate_needs_a_connection_outside_a_transaction(dsn: str, schema: str)
         assert migrate(c, schema) == all_migrations()
         assert not c.autocommit  # restored
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    assert schema_exists(dsn, schema)
+    assert schema_exists(db)
 
 
-def test_two_schemas_migrate_independently(dsn: str, schema: str) -> None:
-    second = schema + "_b"
-    try:
-        with psycopg.connect(dsn) as c:
-            assert migrate(c, schema) == all_migrations()
-            assert migrate(c, second) == all_migrations()
-            assert migrate(c, schema) == []
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(second)))
+def test_two_schemas_migrate_independently(dsn: str, schema: str, other_schema: str) -> None:
+    with psycopg.connect(dsn) as c:
+        assert migrate(c, schema) == all_migrations()
+        assert migrate(c, other_schema) == all_migrations()
+        assert migrate(c, schema) == []
 
 
-def test_concurrent_init_db_on_a_fresh_schema(dsn: str, schema: str) -> None:
+def test_concurrent_init_db_on_a_fresh_schema(dsn: str, schema: str, db: Db) -> None:
     threads = 6
     barrier = threading.Barrier(threads)
     results: list[list[str]] = []
@@ -112,7 +104,7 @@ def test_concurrent_init_db_on_a_fresh_schema(dsn: str, schema: str) -> None:
     assert errors == []
     assert len(results) == threads
     assert sorted(results, key=len) == [[]] * (threads - 1) + [all_migrations()]
-    assert [name for _, name in recorded(dsn, schema)] == all_migrations()
+    assert [name for _, name in recorded(db)] == all_migrations()
 
 
 # -- what 001 creates --------------------------------------------------------------------------
@@ -180,23 +172,23 @@ def run_cli(*args: str, env_dsn: str | None = None) -> subprocess.CompletedProce
     )
 
 
-def test_cli_migrate(dsn: str, schema: str) -> None:
+def test_cli_migrate(dsn: str, schema: str, db: Db) -> None:
     done = run_cli("--dsn", dsn, "--schema", schema)
     assert done.returncode == 0, done.stderr
     assert f"applied {FIRST}" in done.stdout
     assert f"schema {schema} is up to date" in done.stdout
-    assert [name for _, name in recorded(dsn, schema)] == all_migrations()
+    assert [name for _, name in recorded(db)] == all_migrations()
 
     again = run_cli("--dsn", dsn, "--schema", schema)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"schema {schema} is up to date"
 
 
-def test_cli_migrate_reads_saga_dsn(dsn: str, schema: str) -> None:
+def test_cli_migrate_reads_saga_dsn(dsn: str, schema: str, db: Db) -> None:
     done = run_cli("--schema", schema, env_dsn=dsn)
     assert done.returncode == 0, done.stderr
     assert f"schema {schema} is up to date" in done.stdout
-    assert schema_exists(dsn, schema)
+    assert schema_exists(db)
 
 
 @pytest.mark.parametrize("bad", ["x; drop table y", "Bad-Name", ""])

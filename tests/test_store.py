@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import saga.store
 from saga.migrate import migrate
 from saga.sqlfiles import named_queries
 from saga.store import Claimed, Lease, Store
+from tests.helpers import Db
 
 Conn = psycopg.Connection[Any]
 NAME = "shop"
@@ -32,34 +33,9 @@ def store(dsn: str, schema: str) -> Store:
 
 
 @pytest.fixture
-def conn(dsn: str, store: Store) -> Iterator[Conn]:
-    """An autocommit connection: each store call stands alone, as if committed."""
-    with psycopg.connect(dsn, autocommit=True) as c:
-        yield c
-
-
-def row(conn: Conn, store: Store, instance: str) -> dict[str, Any]:
-    """The instance's row as a dict (input and state as JSON values)."""
-    cur = conn.execute(
-        sql.SQL("SELECT * FROM {}.instance WHERE instance_id = %s").format(
-            sql.Identifier(store.schema)), (instance,))
-    found = cur.fetchone()
-    assert found is not None, instance
-    assert cur.description is not None
-    return dict(zip([d.name for d in cur.description], found, strict=True))
-
-
-def db_now(conn: Conn) -> datetime:
-    found = conn.execute("SELECT now()").fetchone()
-    assert found is not None
-    value: datetime = found[0]
-    return value
-
-
-def execute(conn: Conn, store: Store, query: str, *params: object) -> int:
-    """Run *query* with `{}` filled with the schema; return the row count."""
-    return conn.execute(
-        sql.SQL(query).format(sql.Identifier(store.schema)), params).rowcount
+def conn(db: Db, store: Store) -> Conn:
+    """An autocommit connection (the test's `db`): each store call stands alone, as if committed."""
+    return db.conn
 
 
 def add(conn: Conn, store: Store, instance: str, step: str = "reserve", *,
@@ -102,16 +78,16 @@ def test_insert_get_and_status(conn: Conn, store: Store) -> None:
     assert store.status(conn, "other-saga", "a") is None
 
 
-def test_insert_of_an_existing_instance_returns_false(conn: Conn, store: Store) -> None:
+def test_insert_of_an_existing_instance_returns_false(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", input=1)
     assert not store.insert(conn, NAME, "a", "charge", "2", None, 0.0)
-    assert row(conn, store, "a")["step"] == "reserve"
+    assert db.row("a")["step"] == "reserve"
     assert store.insert(conn, "other-saga", "a", "charge", "2", None, 0.0)  # per saga name
 
 
-def test_insert_delay_and_null_state(conn: Conn, store: Store) -> None:
+def test_insert_delay_and_null_state(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "later", delay=90.25)
-    r = row(conn, store, "later")
+    r = db.row("later")
     assert r["run_after"] - r["created_at"] == timedelta(seconds=90.25)
     assert r["state"] is None
     assert r["input"] is None  # JSON null: jsonb 'null'
@@ -124,11 +100,11 @@ def test_insert_in_a_rolled_back_transaction(dsn: str, store: Store, conn: Conn)
     assert store.status(conn, NAME, "rb") is None
 
 
-def test_call_replaces_step_input_attempts_and_error(conn: Conn, store: Store) -> None:
+def test_call_replaces_step_input_attempts_and_error(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", input=1, state={"kept": True})
-    execute(conn, store, "UPDATE {}.instance SET attempts = 4, error = 'boom'")
+    db.execute("UPDATE {s}.instance SET attempts = 4, error = 'boom'")
     assert store.call(conn, NAME, "a", "charge", '{"x": 2}', 30.0)
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert r["step"] == "charge"
     assert r["input"] == {"x": 2}
     assert r["state"] == {"kept": True}
@@ -139,12 +115,14 @@ def test_call_replaces_step_input_attempts_and_error(conn: Conn, store: Store) -
 
 
 @pytest.mark.parametrize("status", [1, 2, 3])
-def test_call_changes_nothing_unless_pending(conn: Conn, store: Store, status: int) -> None:
+def test_call_changes_nothing_unless_pending(
+    conn: Conn, store: Store, db: Db, status: int
+) -> None:
     add(conn, store, "a", input=1)
-    execute(conn, store, "UPDATE {}.instance SET status = %s", status)
-    before = row(conn, store, "a")
+    db.execute("UPDATE {s}.instance SET status = %s", status)
+    before = db.row("a")
     assert not store.call(conn, NAME, "a", "charge", "2", 0.0)
-    assert row(conn, store, "a") == before
+    assert db.row("a") == before
     assert store.status(conn, NAME, "a") == status
 
 
@@ -157,7 +135,7 @@ def test_call_of_unknown_instance(conn: Conn, store: Store) -> None:
 # -- claiming ----------------------------------------------------------------------------------
 
 
-def test_claim_marks_due_rows_running(conn: Conn, store: Store) -> None:
+def test_claim_marks_due_rows_running(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", input={"q": 1}, state=[1])
     claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)
     assert len(claimed) == 1
@@ -166,15 +144,15 @@ def test_claim_marks_due_rows_running(conn: Conn, store: Store) -> None:
     assert (c.instance, c.step, c.attempt) == ("a", "reserve", 1)
     assert json.loads(c.input or "") == {"q": 1}
     assert json.loads(c.state or "") == [1]
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["status"], r["runner_id"], r["attempts"]) == (1, RUNNER, 1)
     assert store.claim(conn, RUNNER, NAME, STEPS, 10) == []  # RUNNING: not claimed twice
 
 
-def test_claim_honours_now_run_after_and_limit(conn: Conn, store: Store) -> None:
+def test_claim_honours_now_run_after_and_limit(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "soon", delay=60)
     add(conn, store, "later", delay=120)
-    now = db_now(conn)
+    now = db.now()
     assert store.claim(conn, RUNNER, NAME, STEPS, 10) == []  # nothing due yet
     assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=now - timedelta(hours=1)) == []
     first = store.claim(conn, RUNNER, NAME, STEPS, 1, now=now + timedelta(seconds=600))
@@ -185,30 +163,30 @@ def test_claim_honours_now_run_after_and_limit(conn: Conn, store: Store) -> None
     assert [c.instance for c in third] == ["later"]
 
 
-def test_claim_is_limited_to_the_saga_and_its_steps(conn: Conn, store: Store) -> None:
+def test_claim_is_limited_to_the_saga_and_its_steps(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "unknown-step", step="refund")
     assert store.insert(conn, "other-saga", "theirs", "reserve", "1", None, 0.0)
     add(conn, store, "mine", step="charge")
     claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)
     assert [c.instance for c in claimed] == ["mine"]
-    assert row(conn, store, "unknown-step")["status"] == 0
-    assert row(conn, store, "theirs")["status"] == 0
+    assert db.row("unknown-step")["status"] == 0
+    assert db.row("theirs")["status"] == 0
 
 
 def test_claim_skips_rows_locked_by_another_transaction(
-    dsn: str, conn: Conn, store: Store
+    dsn: str, conn: Conn, store: Store, db: Db
 ) -> None:
     add(conn, store, "locked")
     add(conn, store, "free")
     with psycopg.connect(dsn) as other:
-        execute(other, store, "SELECT 1 FROM {}.instance WHERE instance_id = 'locked' FOR UPDATE")
+        other.execute(db.sql("SELECT 1 FROM {s}.instance WHERE instance_id = 'locked' FOR UPDATE"))
         claimed = store.claim(conn, RUNNER, NAME, STEPS, 10)  # does not wait on the lock
         assert [c.instance for c in claimed] == ["free"]
         other.rollback()
     assert [c.instance for c in store.claim(conn, RUNNER, NAME, STEPS, 10)] == ["locked"]
 
 
-def test_next_due(conn: Conn, store: Store) -> None:
+def test_next_due(conn: Conn, store: Store, db: Db) -> None:
     assert store.next_due(conn, NAME, STEPS) is None
     add(conn, store, "elsewhere", step="refund", delay=5)  # a step this worker lacks
     assert store.next_due(conn, NAME, STEPS) is None
@@ -218,8 +196,7 @@ def test_next_due(conn: Conn, store: Store) -> None:
     assert due is not None
     assert 50 < due <= 60
     add(conn, store, "overdue", step="charge")
-    execute(conn, store,
-            "UPDATE {}.instance SET run_after = now() - interval '1 minute'"
+    db.execute("UPDATE {s}.instance SET run_after = now() - interval '1 minute'"
             " WHERE instance_id = 'overdue'")
     due = store.next_due(conn, NAME, STEPS)
     assert due is not None
@@ -238,167 +215,161 @@ def stale_leases(lease: Lease) -> list[Lease]:
             lease._replace(attempt=lease.attempt - 1), lease._replace(id=lease.id + 1000)]
 
 
-def test_set_state(conn: Conn, store: Store) -> None:
+def test_set_state(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", state={"v": 0})
     lease = claim_one(conn, store, "a")
     for stale in stale_leases(lease):
         assert not store.set_state(conn, stale, '{"v": -1}')
-    assert row(conn, store, "a")["state"] == {"v": 0}
+    assert db.row("a")["state"] == {"v": 0}
     assert store.set_state(conn, lease, '{"v": 1}')
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert r["state"] == {"v": 1}
     assert (r["status"], r["runner_id"], r["attempts"]) == (1, RUNNER, 1)
 
 
-def test_run_on(conn: Conn, store: Store) -> None:
+def test_run_on(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", input=1, state={"s": 1})
-    execute(conn, store, "UPDATE {}.instance SET attempts = 2")
+    db.execute("UPDATE {s}.instance SET attempts = 2")
     lease = claim_one(conn, store, "a")
     assert lease.attempt == 3
-    before = row(conn, store, "a")
+    before = db.row("a")
     for stale in stale_leases(lease):
         assert not store.run_on(conn, stale, "charge", "9", None)
-    assert row(conn, store, "a") == before
+    assert db.row("a") == before
     assert store.run_on(conn, lease, "charge", '{"next": 2}', None)
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("charge", {"next": 2}, {"s": 1})
     assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (1, RUNNER, 1, None)
     # the new step's first attempt is this one: the lease goes on with attempt 1
     assert not store.run_on(conn, lease, "reserve", "1", None)
     assert store.run_on(conn, lease._replace(attempt=1), "reserve", "3", '{"s": 2}')
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("reserve", 3, {"s": 2})
 
 
-def test_schedule(conn: Conn, store: Store) -> None:
+def test_schedule(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", state={"s": 1})
     lease = claim_one(conn, store, "a")
-    before = row(conn, store, "a")
+    before = db.row("a")
     for stale in stale_leases(lease):
         assert not store.schedule(conn, stale, "charge", "2", None, 0.0)
-    assert row(conn, store, "a") == before
+    assert db.row("a") == before
     assert store.schedule(conn, lease, "charge", '"later"', None, 45.0)
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("charge", "later", {"s": 1})
     assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (0, None, 0, None)
     assert r["run_after"] - r["updated_at"] == timedelta(seconds=45)
     assert not store.schedule(conn, lease, "charge", "2", None, 0.0)  # the lease is spent
-    lease = claim_due_later(conn, store, "a")
+    lease = claim_due_later(db, store, "a")
     assert store.schedule(conn, lease, "reserve", "1", '{"s": 2}', 0.0)
-    assert row(conn, store, "a")["state"] == {"s": 2}  # a new state replaces the old
+    assert db.row("a")["state"] == {"s": 2}  # a new state replaces the old
 
 
-def claim_due_later(conn: Conn, store: Store, instance: str) -> Lease:
+def claim_due_later(db: Db, store: Store, instance: str) -> Lease:
     """Claim *instance* even if it is due in up to an hour (through `now`)."""
-    now = db_now(conn)
-    claimed = store.claim(conn, RUNNER, NAME, STEPS, 10, now=now + timedelta(hours=1))
+    now = db.now()
+    claimed = store.claim(db.conn, RUNNER, NAME, STEPS, 10, now=now + timedelta(hours=1))
     (c,) = [c for c in claimed if c.instance == instance]
     return Lease(c.id, RUNNER, c.attempt)
 
 
-def test_complete(conn: Conn, store: Store) -> None:
+def test_complete(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", state={"s": 1})
     lease_a = claim_one(conn, store, "a")
     add(conn, store, "b", state={"s": 1})
     lease_b = claim_one(conn, store, "b")
-    execute(conn, store, "UPDATE {}.instance SET error = 'old' WHERE instance_id = 'a'")
-    before = row(conn, store, "a")
+    db.execute("UPDATE {s}.instance SET error = 'old' WHERE instance_id = 'a'")
+    before = db.row("a")
     for stale in stale_leases(lease_a):
         assert not store.complete(conn, stale, '"final"')
-    assert row(conn, store, "a") == before
+    assert db.row("a") == before
     assert store.complete(conn, lease_a, '"final"')
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["status"], r["state"], r["runner_id"], r["error"]) == (2, "final", None, None)
     assert r["attempts"] == 1  # kept on COMPLETE
     assert not store.complete(conn, lease_a, '"again"')
     assert store.complete(conn, lease_b, None)  # None keeps the state
-    r = row(conn, store, "b")
+    r = db.row("b")
     assert (r["status"], r["state"]) == (2, {"s": 1})
 
 
-def test_fail_retry_and_final(conn: Conn, store: Store) -> None:
+def test_fail_retry_and_final(conn: Conn, store: Store, db: Db) -> None:
     add(conn, store, "a", state={"s": 1})
     lease = claim_one(conn, store, "a")
-    before = row(conn, store, "a")
+    before = db.row("a")
     for stale in stale_leases(lease):
         assert not store.fail(conn, stale, error="x", final=False, delay=1.0)
         assert not store.fail(conn, stale, error="x", final=True, delay=0.0)
-    assert row(conn, store, "a") == before
+    assert db.row("a") == before
     assert store.fail(conn, lease, error="Traceback: boom", final=False, delay=12.5)
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["status"], r["runner_id"], r["error"]) == (0, None, "Traceback: boom")
     assert r["attempts"] == 1  # counts claims: kept for the next claim to increment
     assert r["run_after"] - r["updated_at"] == timedelta(seconds=12.5)
     assert r["state"] == {"s": 1}
     assert not store.fail(conn, lease, error="again", final=True, delay=0.0)
 
-    lease = claim_due_later(conn, store, "a")
+    lease = claim_due_later(db, store, "a")
     assert lease.attempt == 2
     assert store.fail(conn, lease, error="dead letter", final=True, delay=0.0)
-    r = row(conn, store, "a")
+    r = db.row("a")
     assert (r["status"], r["runner_id"], r["error"], r["attempts"]) == (3, None, "dead letter", 2)
-    assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=db_now(conn) + timedelta(days=1)) == []
+    assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=db.now() + timedelta(days=1)) == []
 
 
-def test_release_gives_the_claim_back(conn: Conn, store: Store) -> None:
+def test_release_gives_the_claim_back(conn: Conn, store: Store, db: Db) -> None:
     for name in ("a", "b", "c"):
         add(conn, store, name)
     claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
     store.release(conn, "someone-else", [claimed["a"].id])  # not theirs: nothing happens
-    assert row(conn, store, "a")["status"] == 1
+    assert db.row("a")["status"] == 1
     store.release(conn, RUNNER, [claimed["a"].id, claimed["b"].id])
     for name in ("a", "b"):
-        r = row(conn, store, name)
+        r = db.row(name)
         assert (r["status"], r["runner_id"], r["attempts"]) == (0, None, 0)
-    assert row(conn, store, "c")["status"] == 1
+    assert db.row("c")["status"] == 1
     store.release(conn, RUNNER, [])  # nothing to release is fine
-    assert row(conn, store, "c")["status"] == 1
+    assert db.row("c")["status"] == 1
     assert {c.instance for c in store.claim(conn, RUNNER, NAME, STEPS, 10)} == {"a", "b"}
 
 
 # -- runners and the reaper -------------------------------------------------------------------
 
 
-def runner_row(conn: Conn, store: Store, runner_id: str) -> dict[str, Any] | None:
-    cur = conn.execute(sql.SQL("SELECT * FROM {}.runner WHERE id = %s").format(
-        sql.Identifier(store.schema)), (runner_id,))
-    found = cur.fetchone()
-    if found is None:
-        return None
-    assert cur.description is not None
-    return dict(zip([d.name for d in cur.description], found, strict=True))
+def runner_row(db: Db, runner_id: str) -> dict[str, Any] | None:
+    return db.record("SELECT * FROM {s}.runner WHERE id = %s", runner_id)
 
 
-def age_runner(conn: Conn, store: Store, runner_id: str, seconds: float) -> None:
-    assert execute(conn, store, "UPDATE {}.runner SET heartbeat_at = now() - make_interval("
-                   "secs => %s) WHERE id = %s", seconds, runner_id) == 1
+def age_runner(db: Db, runner_id: str, seconds: float) -> None:
+    assert db.execute("UPDATE {s}.runner SET heartbeat_at = now() - make_interval("
+                      "secs => %s) WHERE id = %s", seconds, runner_id) == 1
 
 
-def test_register_heartbeat_and_delete_runner(conn: Conn, store: Store) -> None:
+def test_register_heartbeat_and_delete_runner(conn: Conn, store: Store, db: Db) -> None:
     serves = {NAME: STEPS}
     store.register_runner(conn, RUNNER, "host", 4242, serves)
-    r = runner_row(conn, store, RUNNER)
+    r = runner_row(db, RUNNER)
     assert r is not None
     assert (r["hostname"], r["pid"], r["serves"]) == ("host", 4242, serves)
     assert r["heartbeat_at"] == r["started_at"]
-    age_runner(conn, store, RUNNER, 100)
+    age_runner(db, RUNNER, 100)
     assert store.heartbeat(conn, RUNNER)
-    r = runner_row(conn, store, RUNNER)
+    r = runner_row(db, RUNNER)
     assert r is not None
     assert r["heartbeat_at"] > r["started_at"]
-    age_runner(conn, store, RUNNER, 100)
+    age_runner(db, RUNNER, 100)
     store.register_runner(conn, RUNNER, "host", 4242, serves)  # again: a heartbeat
-    r = runner_row(conn, store, RUNNER)
+    r = runner_row(db, RUNNER)
     assert r is not None
     assert r["heartbeat_at"] > r["started_at"]
     assert not store.heartbeat(conn, "never-registered")
     store.delete_runner(conn, RUNNER)
-    assert runner_row(conn, store, RUNNER) is None
+    assert runner_row(db, RUNNER) is None
     assert not store.heartbeat(conn, RUNNER)  # reaped or deleted: the runner learns it
     store.delete_runner(conn, RUNNER)  # idempotent
 
 
-def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store) -> None:
+def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store, db: Db) -> None:
     store.register_runner(conn, "dead", "h", 1, {NAME: STEPS})
     store.register_runner(conn, "alive", "h", 2, {NAME: STEPS})
     add_claimed(conn, store, "d1", runner="dead")
@@ -406,64 +377,65 @@ def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store) -> N
     add_claimed(conn, store, "a1", runner="alive")
     assert store.complete(conn, add_claimed(conn, store, "done", runner="dead"), None)
     add_claimed(conn, store, "orphan", runner="ghost")  # no runner row at all
-    execute(conn, store,
-            "UPDATE {}.instance SET step = 'charge' WHERE instance_id = 'orphan'")
-    age_runner(conn, store, "dead", 120)
-    age_runner(conn, store, "alive", 5)
+    db.execute("UPDATE {s}.instance SET step = 'charge' WHERE instance_id = 'orphan'")
+    age_runner(db, "dead", 120)
+    age_runner(db, "alive", 5)
 
     dead, recovered = store.reap(conn, 30.0)
     assert dead == ["dead"]
     assert recovered == 3
-    assert runner_row(conn, store, "dead") is None
-    assert runner_row(conn, store, "alive") is not None
+    assert runner_row(db, "dead") is None
+    assert runner_row(db, "alive") is not None
     for name in ("d1", "d2"):
-        r = row(conn, store, name)
+        r = db.row(name)
         assert (r["status"], r["runner_id"]) == (0, None)
         assert r["error"] == "runner dead stopped during step reserve"
         assert r["attempts"] == 1  # the claim counted: crash loops end in ERROR
         assert r["run_after"] == r["updated_at"]  # due at once
-    r = row(conn, store, "orphan")
+    r = db.row("orphan")
     assert (r["status"], r["runner_id"]) == (0, None)
     assert r["error"] == "runner ghost stopped during step charge"
-    r = row(conn, store, "a1")
+    r = db.row("a1")
     assert (r["status"], r["runner_id"], r["error"]) == (1, "alive", None)
-    assert row(conn, store, "done")["status"] == 2
+    assert db.row("done")["status"] == 2
 
     assert store.reap(conn, 30.0) == ([], 0)  # nothing left to do
     assert store.reap(conn, 1.0) == (["alive"], 1)  # a shorter timeout: alive is silent too
 
 
-def test_reap_skips_rows_locked_by_another_reaper(dsn: str, conn: Conn, store: Store) -> None:
+def test_reap_skips_rows_locked_by_another_reaper(
+    dsn: str, conn: Conn, store: Store, db: Db
+) -> None:
     add(conn, store, "o1")
     add(conn, store, "o2")
     assert len(store.claim(conn, "ghost", NAME, STEPS, 10)) == 2
     with psycopg.connect(dsn) as other:
-        execute(other, store, "SELECT 1 FROM {}.instance WHERE instance_id = 'o1' FOR UPDATE")
+        other.execute(db.sql("SELECT 1 FROM {s}.instance WHERE instance_id = 'o1' FOR UPDATE"))
         assert store.reap(conn, 30.0) == ([], 1)
         other.rollback()
-    assert row(conn, store, "o1")["status"] == 1
-    assert row(conn, store, "o2")["status"] == 0
+    assert db.row("o1")["status"] == 1
+    assert db.row("o2")["status"] == 0
     assert store.reap(conn, 30.0) == ([], 1)
 
 
-def test_release_stale(conn: Conn, store: Store) -> None:
+def test_release_stale(conn: Conn, store: Store, db: Db) -> None:
     add_claimed(conn, store, "theirs", runner="other")
     for name in ("old", "busy", "young"):
         add(conn, store, name)
     claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
-    execute(conn, store, "UPDATE {}.instance SET updated_at = now() - interval '10 minutes'"
+    db.execute("UPDATE {s}.instance SET updated_at = now() - interval '10 minutes'"
                          " WHERE instance_id IN ('old', 'busy', 'theirs')")
 
     assert store.release_stale(conn, RUNNER, [claimed["busy"].id], 60.0) == 1
-    r = row(conn, store, "old")
+    r = db.row("old")
     assert (r["status"], r["runner_id"], r["attempts"]) == (0, None, 1)
     assert r["run_after"] == r["updated_at"]
-    assert row(conn, store, "busy")["status"] == 1  # in flight: excluded
-    assert row(conn, store, "young")["status"] == 1  # updated recently: too young
-    assert row(conn, store, "theirs")["runner_id"] == "other"  # another runner's row
+    assert db.row("busy")["status"] == 1  # in flight: excluded
+    assert db.row("young")["status"] == 1  # updated recently: too young
+    assert db.row("theirs")["runner_id"] == "other"  # another runner's row
     assert store.release_stale(conn, RUNNER, [], 3600.0) == 0  # age honoured
     assert store.release_stale(conn, RUNNER, [], 60.0) == 1  # busy, now not in flight
-    assert row(conn, store, "busy")["status"] == 0
+    assert db.row("busy")["status"] == 0
 
 
 # -- NOTIFY ------------------------------------------------------------------------------------

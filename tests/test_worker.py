@@ -14,15 +14,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from saga import Saga, Status
 from tests.apps import chain, create_log, other
-from tests.helpers import wait_until
+from tests.helpers import Db, wait_until
 
 ROOT = Path(__file__).parents[1]
 WORKER = (sys.executable, "-m", "saga.worker")
@@ -89,56 +87,12 @@ class Worker:
         self.proc.wait(10)
 
 
-class Db:
-    """The test's own autocommit connection; `{schema}` in queries is the test's schema."""
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.schema = schema
-
-    def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
-        statement = sql.SQL(query).format(schema=sql.Identifier(self.schema))
-        return self.conn.execute(statement, params).fetchall()
-
-    def value(self, query: str, *params: object) -> Any:
-        [(value,)] = self.rows(query, *params)
-        return value
-
-    def statuses(self) -> dict[Status, int]:
-        rows = self.rows("SELECT status, count(*) FROM {schema}.instance GROUP BY status")
-        return {Status(status): n for status, n in rows}
-
-    def runners(self) -> int:
-        return int(self.value("SELECT count(*) FROM {schema}.runner"))
-
-    def events(self, instance: str) -> list[tuple[str, str, int]]:
-        return [(step, event, pid) for step, event, pid in self.rows(
-            "SELECT step, event, pid FROM {schema}.executed WHERE instance = %s ORDER BY at",
-            instance)]
-
-    def listeners(self) -> list[int]:
-        """The backends LISTENing on this schema's channel."""
-        return [pid for (pid,) in self.rows(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query LIKE 'LISTEN%%' AND query LIKE %s", f"%{self.schema}%")]
-
-
 @pytest.fixture
-def db(dsn: str, schema: str) -> Iterator[Db]:
-    database = Db(dsn, schema)
-    try:
-        yield database
-    finally:
-        database.conn.close()
-
-
-@pytest.fixture
-def chain_saga(dsn: str, schema: str) -> Iterator[Saga]:
+def chain_saga(dsn: str, schema: str, db: Db) -> Iterator[Saga]:
     """The test's handle on the "chain" saga, its schema migrated, the step log created."""
     with chain.build(schema, dsn) as saga:
         saga.init_db()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            create_log(conn, schema)
+        create_log(db.conn, schema)
         yield saga
 
 
@@ -207,11 +161,11 @@ def test_drain_runs_what_is_due_and_prints_a_summary(
     assert (new.status, new.attempts, new.error) == (Status.PENDING, 0, None)
     late = chain_saga.get("late")
     assert (late.status, late.step, late.attempts) == (Status.PENDING, "third", 0)
-    assert db.value("SELECT %s > now() + interval '59 minutes'", late.run_after)
+    assert db.one("SELECT %s > now() + interval '59 minutes'", late.run_after)
     bad = chain_saga.get("bad")
     assert (bad.status, bad.step, bad.attempts) == (Status.PENDING, "broken", 1)
     assert "RuntimeError: broken step" in (bad.error or "")
-    counts = dict(db.rows("SELECT step, count(*) FROM {schema}.executed GROUP BY step"))
+    counts = dict(db.rows("SELECT step, count(*) FROM {s}.executed GROUP BY step"))
     assert counts == {"first": 20, "second": 20, "third": 20, "later": 1, "broken": 1}
 
 
@@ -322,7 +276,7 @@ def test_three_processes_run_every_step_exactly_once(
 ) -> None:
     workers = [spawn(CHAIN, "--workers", "4", "--poll-interval", "0.5", "--grace", "10")
                for _ in range(3)]
-    wait_until(lambda: db.runners() == 3, timeout=20)
+    wait_until(lambda: len(db.runner_ids()) == 3, timeout=20)
 
     start_many(dsn, chain_saga, "first", [f"i{i}" for i in range(500)])
 
@@ -331,18 +285,18 @@ def test_three_processes_run_every_step_exactly_once(
         return bool(db.statuses() == {Status.COMPLETE: 500})
 
     wait_until(all_complete, timeout=60, interval=0.2)
-    twice = db.rows("SELECT instance, step, count(*) FROM {schema}.executed "
+    twice = db.rows("SELECT instance, step, count(*) FROM {s}.executed "
                     "GROUP BY instance, step HAVING count(*) <> 1")
     assert twice == []
-    assert db.value("SELECT count(*) FROM {schema}.executed") == 1500
-    pids = {pid for (pid,) in db.rows("SELECT DISTINCT pid FROM {schema}.executed")}
+    assert db.one("SELECT count(*) FROM {s}.executed") == 1500
+    pids = {pid for (pid,) in db.rows("SELECT DISTINCT pid FROM {s}.executed")}
     assert pids <= {w.pid for w in workers}
     assert len(pids) >= 2  # the work really was shared
 
     for w in workers:
         w.send(signal.SIGTERM)
     assert [w.wait(10) for w in workers] == [0, 0, 0]
-    assert db.runners() == 0
+    assert db.runner_ids() == set()
     assert db.statuses() == {Status.COMPLETE: 500}
     for w in workers:
         assert "Traceback" not in w.stderr()
@@ -367,7 +321,7 @@ def test_a_killed_worker_s_instance_is_finished_by_another(
     assert chain_saga.get("x").attempts == 2
     assert db.events("x") == [("block_once", "start", a.pid), ("block_once", "start", b.pid),
                               ("block_once", "done", b.pid)]
-    assert db.runners() == 1  # A's row was reaped, B's is there
+    assert len(db.runner_ids()) == 1  # A's row was reaped, B's is there
 
 
 # -- stopping -----------------------------------------------------------------------------
@@ -388,7 +342,7 @@ def test_a_signal_lets_the_step_in_flight_finish(
     assert db.events("s") == [("slow", "start", worker.pid), ("slow", "done", worker.pid)]
     assert chain_saga.get("s").status == Status.COMPLETE
     assert db.statuses() == {Status.COMPLETE: 1}
-    assert db.runners() == 0
+    assert db.runner_ids() == set()
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -419,7 +373,7 @@ def test_after_the_grace_period_another_worker_takes_over_at_once(
     a.send(signal.SIGTERM)
 
     assert a.wait(10) == 0
-    assert db.runners() == 0  # its row is gone, so its straggler is an orphan at once
+    assert db.runner_ids() == set()  # its row is gone, so its straggler is an orphan at once
     b = spawn(CHAIN, "--workers", "2")  # the default heartbeat timeout: 15 s
     wait_until(lambda: chain_saga.get("x").status == Status.COMPLETE, timeout=10, interval=0.1)
     assert db.events("x") == [("block_once", "start", a.pid), ("block_once", "start", b.pid),
