@@ -199,6 +199,9 @@ class Runner:
                 if time.monotonic() >= deadline:
                     break
         if self._abort.is_set():
+            # Stop heartbeating, so that other runners recover our rows once the timeout
+            # passes, but wait for nothing (the database may be what hangs).
+            self._done.set()
             logger.warning("stopped at once: claimed rows return when the heartbeat lapses",
                            extra={"action": "abort", "runner_id": self.id})
             return
