@@ -129,7 +129,8 @@ class Saga:
 
     @property
     def dsn(self) -> str | None:
-        """The DSN the saga's own pool connects to (None with a pool given)."""
+        """The DSN the saga's own pool connects to (None with a pool given, and before
+        first use when it comes from SAGA_DSN)."""
         return self._dsn
 
     @property
@@ -158,7 +159,7 @@ class Saga:
         return dsn
 
     def _open_pool(self, size: int) -> ConnectionPool[Any]:
-        dsn = self.database()
+        dsn = self._dsn = self.database()  # SAGA_DSN, read now, is the saga's DSN from now on
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}"
         )

@@ -54,10 +54,11 @@ def run_worker(
 class Worker:
     """A worker running in the background; its output goes to files, not to a pipe."""
 
-    def __init__(self, args: list[str], env: dict[str, str], logs: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], logs: Path,
+                 command: tuple[str, ...] = WORKER) -> None:
         self.out, self.err = logs.with_suffix(".out"), logs.with_suffix(".err")
         with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen([*WORKER, *args], cwd=ROOT, env=env,
+            self.proc = subprocess.Popen([*command, *args], cwd=ROOT, env=env,
                                          stdout=out, stderr=err)
         self.pid = self.proc.pid
 
@@ -107,8 +108,9 @@ def spawn(dsn: str, schema: str, tmp_path: Path) -> Iterator[Callable[..., Worke
     """Start background workers (SAGA_DSN set) that are killed when the test ends."""
     started: list[Worker] = []
 
-    def start(*args: str) -> Worker:
-        worker = Worker(list(args), worker_env(dsn, schema), tmp_path / f"worker-{len(started)}")
+    def start(*args: str, command: tuple[str, ...] = WORKER) -> Worker:
+        worker = Worker(list(args), worker_env(dsn, schema), tmp_path / f"worker-{len(started)}",
+                        command)
         started.append(worker)
         return worker
 
@@ -361,6 +363,27 @@ def test_a_second_signal_stops_at_once(
     assert worker.wait(10) != 0
     assert time.monotonic() - sent < 5
     assert db.events("s") == [("slow", "start", worker.pid)]
+
+
+def test_an_application_whose_run_was_stopped_at_once_stops_heartbeating(
+    chain_saga: Saga, db: Db, spawn: Callable[..., Worker]
+) -> None:
+    app = spawn(command=(sys.executable, "-m", "tests.apps.inprocess"))
+    chain_saga.start("s", "slow", {"id": "s", "seconds": 60})
+    wait_until(lambda: db.events("s"), timeout=20)
+    app.send(signal.SIGTERM)
+    wait_until(lambda: "SIGTERM: stopping gracefully" in app.stderr(), timeout=10)
+    app.send(signal.SIGINT)
+    wait_until(lambda: "run returned" in app.out.read_text(), timeout=10)
+
+    # The application lives on, but its runner is silent: the row is recovered.
+    def recovered() -> bool:
+        with psycopg.connect(chain_saga.dsn or "", autocommit=True) as conn:
+            chain_saga.store.reap(conn, timeout=1.0)
+        return chain_saga.get("s").status == Status.PENDING
+
+    wait_until(recovered, timeout=10)
+    assert app.alive
 
 
 def test_after_the_grace_period_another_worker_takes_over_at_once(
