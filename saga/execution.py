@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import traceback
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import ConcurrencyException, SagaError
 from .steps import Continuation, Step
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from .core import Saga
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_PAUSE = threading.Event()  # never set: waits between retries, without time.sleep
 step_logger = logging.getLogger("saga.steps")
 
 
@@ -72,16 +77,22 @@ class Execution:
 
     saga: Saga
     store: Store
-    pool: ConnectionPool[Any]  # for set_state checkpoints while `conn` is in a transaction
-    conn: Conn
+    pool: ConnectionPool[Any]  # for checkpoints during `conn` steps, and after a failure
+    conn: Conn  # the worker thread's connection; replaced from the pool if it breaks
     row: Claimed
     runner_id: str
     stopping: threading.Event
     stats: RunStats
+    patience: float = 15.0  # how long to keep retrying a write after a connection failure
     state_text: str | None = None  # the instance's state as stored, kept current
+    _spare: ExitStack = field(default_factory=ExitStack)
 
     def run(self) -> None:
         """Run the claimed step and every undelayed continuation that follows it."""
+        with self._spare:  # gives back any connection taken to replace a broken one
+            self._run()
+
+    def _run(self) -> None:
         saga, row = self.saga, self.row
         lease = Lease(row.id, self.runner_id, row.attempt)
         step = saga.steps[row.step]
@@ -114,12 +125,12 @@ class Execution:
         try:
             if step.wants_conn:
                 # The step's writes and its outcome: one transaction, guarded by the lease.
-                with self.conn.transaction():
-                    result = step.invoke(input, state, set_state, log, self.conn)
-                    return self._advance(lease, step, result)
+                conn = self._usable()
+                with conn.transaction():
+                    result = step.invoke(input, state, set_state, log, conn)
+                    return self._advance(conn, lease, step, result)
             result = step.invoke(input, state, set_state, log, None)
-            with self.conn.transaction():
-                return self._advance(lease, step, result)
+            return self._write(lambda conn: self._advance(conn, lease, step, result))
         except _LeaseLost:
             logger.warning("lost instance %s to another runner during step %s; outcome dropped",
                            lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
@@ -128,15 +139,18 @@ class Execution:
             self._fail(lease, step, final=True, error=str(e) or type(e).__name__)
         except Exception:
             error = traceback.format_exc()
-            if self.conn.broken:
-                raise  # our connection died: the row goes back through release_stale
+            if step.wants_conn and self.conn.broken:
+                # The step's transaction died with the connection: nothing of it stands,
+                # and the row goes back to PENDING through release_stale.
+                raise
             final = lease.attempt >= self.saga.max_attempts
             self._fail(lease, step, final=final, error=error)
         return None
 
-    def _advance(self, lease: Lease, step: Step, result: object) -> tuple[Step, str, Lease] | None:
-        """Write the step's outcome (inside the caller's transaction)."""
-        store, conn = self.store, self.conn
+    def _advance(self, conn: Conn, lease: Lease, step: Step,
+                 result: object) -> tuple[Step, str, Lease] | None:
+        """Write the step's outcome on *conn* (inside the caller's transaction)."""
+        store = self.store
         if isinstance(result, Continuation):
             following = result.step
             if following.saga is not self.saga:
@@ -169,39 +183,68 @@ class Execution:
 
     def _fail(self, lease: Lease, step: Step, *, final: bool, error: str) -> None:
         delay = 0.0 if final else backoff(self.saga, lease.attempt)
-        with self.conn.transaction():
-            written = self.store.fail(self.conn, lease, error=error, final=final, delay=delay)
-        if not written:
+        error = error.replace("\x00", "\\x00")  # text columns cannot hold NUL
+        if not self._write(lambda conn: self.store.fail(conn, lease, error=error, final=final,
+                                                        delay=delay)):
             return
+        last_line = next((line for line in reversed(error.splitlines()) if line.strip()), "")
         extra = {"saga": self.saga.name, "instance": self.row.instance, "id": lease.id,
                  "step": step.name, "attempt": lease.attempt}
         if final:
             self.stats.add(failed=1)
             logger.error("instance %s failed in step %s: %s", self.row.instance, step.name,
-                         error.strip().splitlines()[-1], extra={"action": "error", **extra})
+                         last_line, extra={"action": "error", **extra})
         else:
             self.stats.add(retried=1)
             logger.warning("step %s of instance %s failed (attempt %d), retry in %.1fs: %s",
                            step.name, self.row.instance, lease.attempt, delay,
-                           error.strip().splitlines()[-1], extra={"action": "retry", **extra})
+                           last_line, extra={"action": "retry", **extra})
 
     def _set_state_for(self, lease: Lease, step: Step) -> Any:
         """The `set_state` a step receives: a checkpoint committed at once, lease-guarded."""
         def set_state(state: object) -> None:
-            text = self.saga.codec.encode(state)
+            text = step.encode_state(state)  # TypeError here, in the step, if it won't do
             if step.wants_conn:
                 # The thread's connection is inside the step's transaction: checkpoint on
                 # another one, so that the state survives the step's failure.
                 with self.pool.connection() as other, other.transaction():
                     written = self.store.set_state(other, lease, text)
             else:
-                with self.conn.transaction():
-                    written = self.store.set_state(self.conn, lease, text)
+                written = self._write(lambda conn: self.store.set_state(conn, lease, text))
             if not written:
                 raise ConcurrencyException(
                     f"instance {self.row.instance!r} is no longer owned by this runner")
             self.state_text = text
         return set_state
+
+
+    def _usable(self) -> Conn:
+        """The thread's connection, or a fresh pooled one if it broke."""
+        if self.conn.broken or self.conn.closed:
+            self.conn = self._spare.enter_context(self.pool.connection())
+        return self.conn
+
+    def _write(self, write: Callable[[Conn], T]) -> T:
+        """Run *write* in a transaction of its own; after a connection failure, retry on a
+        fresh connection until `patience` runs out.
+
+        The lease makes a repeated write harmless, and a step that finished should not
+        run again because the database blinked while it ran.
+        """
+        deadline = time.monotonic() + self.patience
+        pause = 0.05
+        while True:
+            try:
+                conn = self._usable()
+                with conn.transaction():
+                    return write(conn)
+            except (psycopg.OperationalError, PoolTimeout):
+                if not (self.conn.broken or self.conn.closed) or time.monotonic() > deadline:
+                    raise  # not the connection (a timeout, say), or out of patience
+                logger.warning("connection lost while recording instance %s; retrying",
+                               self.row.id, extra={"action": "write_retry", "id": self.row.id})
+            _PAUSE.wait(pause)
+            pause = min(2 * pause, 1.0)
 
 
 def backoff(saga: Saga, attempt: int) -> float:

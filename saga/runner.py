@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .execution import Execution, RunStats
 from .store import Claimed, Conn, Store
@@ -38,9 +39,15 @@ HEARTBEAT_TIMEOUT: Final = 15.0  # a runner silent this long is dead: its rows a
 POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
-IDLE_RECHECK: Final = 0.1  # idle wait when a due row is locked by another transaction
+IDLE_RECHECK: Final = 0.5  # idle wait when a due row is locked by another transaction
 STALE_AGE: Final = 2.0  # own RUNNING rows no thread works on, older than this, go back
 LISTEN_TICK: Final = 0.25  # how often the listener looks up from NOTIFY to check for stop
+LANE_TIMEOUT: Final = 5.0  # how long a worker waits for a pooled connection to one database
+# For the heartbeat and LISTEN connections, unless the DSN says otherwise.
+DEDICATED_DEFAULTS: Final = {
+    "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+    "keepalives_interval": 5, "keepalives_count": 3,
+}
 
 
 class _Wakeup:
@@ -75,18 +82,32 @@ class _Lane:
     pool: ConnectionPool[Any]
     store: Store
     sagas: list[Saga]
+    failures: int = 0  # consecutive failed cycles on this database
+    retry_at: float = 0.0  # monotonic time before which workers skip this lane
 
     @property
     def serves(self) -> dict[str, list[str]]:
         return {s.name: sorted(s.steps) for s in self.sagas}
 
-    def connect(self) -> Conn:
-        """A dedicated autocommit connection (heartbeat, LISTEN), outside the pool."""
+    def connect(self, statement_timeout: float | None = None) -> Conn:
+        """A dedicated autocommit connection (heartbeat, LISTEN), outside the pool.
+
+        It fails rather than hangs: a connect timeout, TCP keepalives (where the DSN sets
+        none), and optionally a statement timeout.
+        """
         conninfo, kwargs = self.pool.conninfo, self.pool.kwargs
         conninfo = conninfo() if callable(conninfo) else conninfo
         kwargs = (kwargs() if callable(kwargs) else kwargs) or {}
-        kwargs = {k: v for k, v in kwargs.items() if k != "autocommit"}
-        return psycopg.connect(conninfo, autocommit=True, **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("autocommit", "row_factory")}
+        given = conninfo_to_dict(conninfo)
+        for key, value in DEDICATED_DEFAULTS.items():
+            if key not in given and key not in kwargs:
+                kwargs[key] = value
+        conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
+        if statement_timeout is not None:
+            conn.execute(sql.SQL("SET statement_timeout = {}").format(
+                sql.Literal(max(1, int(statement_timeout * 1000)))))
+        return conn
 
 
 class Runner:
@@ -139,6 +160,8 @@ class Runner:
         # one schema); ids of different tables only ever make it spare a row too many.
         self._in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
+        self._last_beat = time.monotonic()  # of the last heartbeat that reached every lane
+        self._beating_since: float | None = None  # start of the current run of good beats
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -160,11 +183,15 @@ class Runner:
         with self._signals():
             self._lanes = self._make_lanes()
             for lane in self._lanes:
-                with lane.store.tables_required(), lane.pool.connection() as conn, (
-                    conn.transaction()
-                ):
-                    lane.store.register_runner(conn, self.id, socket.gethostname(),
-                                               os.getpid(), lane.serves)
+                with lane.store.tables_required(), lane.pool.connection() as conn:
+                    with conn.transaction():
+                        self._register(lane, conn)
+                    if drain:
+                        # A cron drain may be the only runner there is: recover what dead
+                        # runners left RUNNING before looking for due work.
+                        with conn.transaction():
+                            self._beat(lane, conn, reap=True)
+            self._last_beat = time.monotonic()
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner_id": self.id})
@@ -278,6 +305,11 @@ class Runner:
             try:
                 ran, idle_for = self._cycle()
                 failures = 0
+            except PoolClosed:
+                logger.error("the saga's pool was closed under the runner: stopping",
+                             extra={"action": "pool_closed", "runner_id": self.id})
+                self.stop()
+                return
             except (psycopg.OperationalError, PoolTimeout) as e:
                 failures += 1
                 pause = self._retry_pause(failures)
@@ -301,33 +333,64 @@ class Runner:
         """Claim and run what is due for each saga; return (ran anything, seconds to idle)."""
         ran = False
         idle_for = self.poll_interval
+        if self._expired():
+            return False, self.heartbeat_interval  # fenced: claims would be taken back
+        failure: Exception | None = None
         for lane in self._lanes:
-            with lane.pool.connection() as conn:
-                for saga in lane.sagas:
-                    if self._stop.is_set():
-                        return ran, 0.0
-                    steps = list(saga.steps)
-                    with conn.transaction():
-                        rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
-                    if rows:
-                        logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
-                                     extra={"action": "claim", "runner_id": self.id})
-                        if len(rows) == self.claim_batch:
-                            self._wakeup.notify()  # there may be more: wake a colleague
-                        self._run_claimed(lane, saga, conn, rows)
-                        ran = True
-                    elif not ran:
-                        with conn.transaction():
-                            due_in = lane.store.next_due(conn, saga.name, steps)
-                        if due_in is not None:
-                            # Due yet not claimed means locked by someone else (a caller's
-                            # open transaction): look again soon, but don't spin.
-                            idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
+            if time.monotonic() < lane.retry_at:
+                continue
+            try:
+                lane_ran, lane_idle = self._lane_cycle(lane)
+            except (psycopg.OperationalError, PoolTimeout) as e:
+                # One database down must not stall the others: skip it for a while.
+                lane.failures += 1
+                lane.retry_at = time.monotonic() + self._retry_pause(lane.failures)
+                failure = e
+                continue
+            lane.failures = 0
+            ran, idle_for = ran or lane_ran, min(idle_for, lane_idle)
+        if failure is not None and not ran:
+            raise failure
         return ran, idle_for
 
-    def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
+    def _lane_cycle(self, lane: _Lane) -> tuple[bool, float]:
+        ran = False
+        idle_for = self.poll_interval
+        with lane.pool.connection(timeout=LANE_TIMEOUT) as conn:
+            for saga in lane.sagas:
+                if self._stop.is_set():
+                    return ran, 0.0
+                steps = list(saga.steps)
+                with conn.transaction():
+                    rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
+                    # In flight before the claim commits: release_stale must never see
+                    # a claimed row that no thread owns.
+                    self._hold(r.id for r in rows)
+                if rows:
+                    logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
+                                 extra={"action": "claim", "runner_id": self.id})
+                    if len(rows) == self.claim_batch:
+                        self._wakeup.notify()  # there may be more: wake a colleague
+                    self._run_claimed(lane, saga, conn, rows)
+                    ran = True
+                elif not ran:
+                    with conn.transaction():
+                        due_in = lane.store.next_due(conn, saga.name, steps)
+                    if due_in is not None:
+                        # Due yet not claimed means locked by someone else (a caller's
+                        # open transaction): look again later, without spinning.
+                        idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
+        return ran, idle_for
+
+    def _hold(self, ids: Iterable[int]) -> None:
         with self._in_flight_lock:
-            self._in_flight.update(r.id for r in rows)
+            self._in_flight.update(ids)
+
+    def _let_go(self, ids: Iterable[int]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.difference_update(ids)
+
+    def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
         try:
             for i, row in enumerate(rows):
                 if self._stop.is_set():
@@ -335,12 +398,14 @@ class Runner:
                         lane.store.release(conn, self.id, [r.id for r in rows[i:]])
                     return
                 Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
-                          self.stats).run()
-                with self._in_flight_lock:
-                    self._in_flight.discard(row.id)
+                          self.stats, patience=self.heartbeat_timeout).run()
+                self._let_go([row.id])
         finally:
-            with self._in_flight_lock:
-                self._in_flight.difference_update(r.id for r in rows)
+            self._let_go(r.id for r in rows)
+
+    def _expired(self) -> bool:
+        """True when our heartbeat has failed for half the timeout: others may reap us."""
+        return time.monotonic() - self._last_beat > self.heartbeat_timeout / 2
 
     # -- heartbeat and reaper -----------------------------------------------------------
 
@@ -348,30 +413,46 @@ class Runner:
         conns: dict[int, Conn] = {}
         try:
             while not self._done.wait(self.heartbeat_interval):
+                healthy = True
                 for i, lane in enumerate(self._lanes):
                     try:
                         if i not in conns or conns[i].closed:
-                            conns[i] = lane.connect()
+                            conns[i] = lane.connect(statement_timeout=self.heartbeat_timeout / 2)
                         self._beat(lane, conns[i])
                     except Exception as e:  # never die: a silent runner gets reaped
+                        healthy, self._beating_since = False, None
                         logger.warning("heartbeat failed: %s", e,
                                        extra={"action": "heartbeat_error", "runner_id": self.id})
                         failed = conns.pop(i, None)
                         if failed is not None:
                             failed.close()
+                if healthy:
+                    self._last_beat = time.monotonic()
         finally:
             for c in conns.values():
                 c.close()
 
-    def _beat(self, lane: _Lane, conn: Conn) -> None:
+    def _beat(self, lane: _Lane, conn: Conn, *, reap: bool | None = None) -> None:
+        """Heartbeat, reap dead runners, recover orphaned rows, release our own stale ones.
+
+        Reaping runners waits until we have beaten steadily for a whole timeout: after an
+        outage every runner's expiry has passed, and the first one back must not take the
+        others' work while they reconnect. Rows whose runner row is gone are always fair
+        game.
+        """
         store = lane.store
-        if not store.heartbeat(conn, self.id):
+        if not store.heartbeat(conn, self.id, self.heartbeat_timeout):
             # Reaped while alive (a long pause or outage): our rows went back to PENDING,
             # and our leases no longer hold. Come back as the same runner.
             logger.warning("runner %s was reaped as dead; registering again", self.id,
                            extra={"action": "runner_reregister", "runner_id": self.id})
-            store.register_runner(conn, self.id, socket.gethostname(), os.getpid(), lane.serves)
-        dead, recovered = store.reap(conn, self.heartbeat_timeout)
+            self._register(lane, conn)
+        now = time.monotonic()
+        if self._beating_since is None:
+            self._beating_since = now
+        if reap is None:
+            reap = now - self._beating_since >= self.heartbeat_timeout
+        dead, recovered = store.reap(conn, runners=reap)
         if dead or recovered:
             logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
                            len(dead), dead, recovered,
@@ -383,6 +464,10 @@ class Runner:
         if released:
             logger.warning("%d instance(s) whose outcome was not recorded back to PENDING",
                            released, extra={"action": "release_stale", "runner_id": self.id})
+
+    def _register(self, lane: _Lane, conn: Conn) -> None:
+        lane.store.register_runner(conn, self.id, socket.gethostname(), os.getpid(),
+                                   lane.serves, self.heartbeat_timeout)
 
     # -- NOTIFY -------------------------------------------------------------------------
 

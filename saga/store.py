@@ -8,12 +8,14 @@ commit its own writes together with its outcome.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg import Cursor
+from psycopg.rows import tuple_row
 
 from .errors import SagaException
 from .sqlfiles import check_schema, named_queries, render
@@ -51,6 +53,10 @@ class Store:
     def __repr__(self) -> str:
         return f"<Store schema={self.schema!r}>"
 
+    def _run(self, conn: Conn, query: str, params: Mapping[str, object]) -> Cursor[Any]:
+        # Tuple rows whatever row_factory the caller's connection or pool was given.
+        return conn.cursor(row_factory=tuple_row).execute(self._q[query], params)
+
     @contextmanager
     def tables_required(self) -> Iterator[None]:
         """Turn "relation does not exist" into a message that says what to do."""
@@ -69,7 +75,7 @@ class Store:
         input: str, state: str | None, delay: float,
     ) -> bool:
         """Create a PENDING instance; False if (name, instance) exists already."""
-        row = conn.execute(self._q["insert_instance"], {
+        row = self._run(conn, "insert_instance", {
             "name": name, "instance": instance, "step": step, "input": input,
             "state": state, "delay": delay, "channel": self.channel,
         }).fetchone()
@@ -78,27 +84,25 @@ class Store:
     def call(self, conn: Conn, name: str, instance: str, step: str, input: str,
              delay: float) -> bool:
         """Set the next step of a PENDING instance; False if none is PENDING."""
-        row = conn.execute(self._q["call_instance"], {
+        row = self._run(conn, "call_instance", {
             "name": name, "instance": instance, "step": step, "input": input,
             "delay": delay, "channel": self.channel,
         }).fetchone()
         return row is not None
 
     def status(self, conn: Conn, name: str, instance: str) -> int | None:
-        row = conn.execute(self._q["instance_status"],
-                           {"name": name, "instance": instance}).fetchone()
+        row = self._run(conn, "instance_status", {"name": name, "instance": instance}).fetchone()
         return None if row is None else int(row[0])
 
     def get(self, conn: Conn, name: str, instance: str) -> tuple[Any, ...] | None:
         """The instance's columns, in `get_instance`'s order, or None."""
-        return conn.execute(self._q["get_instance"],
-                            {"name": name, "instance": instance}).fetchone()
+        return self._run(conn, "get_instance", {"name": name, "instance": instance}).fetchone()
 
     # -- the worker's side --------------------------------------------------------------
 
     def claim(self, conn: Conn, runner_id: str, name: str, steps: Sequence[str], limit: int,
               now: datetime | None = None) -> list[Claimed]:
-        rows = conn.execute(self._q["claim_due"], {
+        rows = self._run(conn, "claim_due", {
             "runner_id": runner_id, "name": name, "steps": list(steps), "limit": limit,
             "now": now,
         }).fetchall()
@@ -106,7 +110,7 @@ class Store:
 
     def next_due(self, conn: Conn, name: str, steps: Sequence[str]) -> float | None:
         """Seconds until the earliest PENDING row of these steps is due; None if none."""
-        row = conn.execute(self._q["next_due"], {"name": name, "steps": list(steps)}).fetchone()
+        row = self._run(conn, "next_due", {"name": name, "steps": list(steps)}).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def set_state(self, conn: Conn, lease: Lease, state: str) -> bool:
@@ -129,44 +133,46 @@ class Store:
 
     def _write(self, conn: Conn, query: str, lease: Lease, **params: object) -> bool:
         """Run a lease-guarded write; False if the lease was lost (nothing changed)."""
-        cur = conn.execute(self._q[query], {
+        cur = self._run(conn, query, {
             "id": lease.id, "runner_id": lease.runner_id, "attempt": lease.attempt, **params,
         })
         return cur.rowcount > 0
 
     def release(self, conn: Conn, runner_id: str, ids: Sequence[int]) -> None:
         """Hand back claimed rows whose step never started."""
-        conn.execute(self._q["release"],
-                     {"ids": list(ids), "runner_id": runner_id, "channel": self.channel})
+        self._run(conn, "release",
+                  {"ids": list(ids), "runner_id": runner_id, "channel": self.channel})
 
     # -- runners ------------------------------------------------------------------------
 
     def register_runner(self, conn: Conn, runner_id: str, hostname: str, pid: int,
-                        serves: dict[str, list[str]]) -> None:
-        conn.execute(self._q["register_runner"], {
+                        serves: dict[str, list[str]], timeout: float) -> None:
+        """Insert (or refresh) the runner row; it expires after *timeout* seconds of silence."""
+        self._run(conn, "register_runner", {
             "id": runner_id, "hostname": hostname, "pid": pid, "serves": json.dumps(serves),
+            "timeout": timeout,
         })
 
-    def heartbeat(self, conn: Conn, runner_id: str) -> bool:
-        """Refresh this runner's heartbeat; False if its row is gone (it was reaped)."""
-        return conn.execute(self._q["heartbeat"], {"id": runner_id}).rowcount > 0
+    def heartbeat(self, conn: Conn, runner_id: str, timeout: float) -> bool:
+        """Push this runner's expiry *timeout* seconds ahead; False if it was reaped."""
+        return self._run(conn, "heartbeat", {"id": runner_id, "timeout": timeout}).rowcount > 0
 
     def delete_runner(self, conn: Conn, runner_id: str) -> None:
-        conn.execute(self._q["delete_runner"], {"id": runner_id})
+        self._run(conn, "delete_runner", {"id": runner_id})
 
-    def reap(self, conn: Conn, timeout: float) -> tuple[list[str], int]:
-        """Forget silent runners and recover RUNNING rows no live runner holds.
+    def reap(self, conn: Conn, *, runners: bool = True) -> tuple[list[str], int]:
+        """Forget expired runners (unless not *runners*), then recover the RUNNING rows
+        of runners that are gone.
 
         Return the ids of the runners reaped and the number of rows recovered.
         """
-        dead = [r for (r,) in conn.execute(self._q["reap_runners"], {"timeout": timeout})]
-        rows = conn.execute(self._q["recover_orphans"],
-                            {"timeout": timeout, "channel": self.channel}).fetchall()
+        dead = [r for (r,) in self._run(conn, "reap_runners", {})] if runners else []
+        rows = self._run(conn, "recover_orphans", {"channel": self.channel}).fetchall()
         return dead, sum(n for _, n, _ in rows)
 
     def release_stale(self, conn: Conn, runner_id: str, in_flight: Sequence[int],
                       age: float) -> int:
-        rows = conn.execute(self._q["release_stale"], {
+        rows = self._run(conn, "release_stale", {
             "runner_id": runner_id, "in_flight": list(in_flight), "age": age,
             "channel": self.channel,
         }).fetchall()

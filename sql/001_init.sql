@@ -17,7 +17,7 @@ CREATE TABLE {schema}.instance (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT instance_name_instance_id_key UNIQUE (name, instance_id)
-) WITH (fillfactor = 80);  -- leave room on each page so step updates stay HOT
+) WITH (fillfactor = 80);  -- room on each page for HOT updates (set_state checkpoints)
 
 -- Serves the claim query and the next-due look-up: only PENDING rows are indexed.
 CREATE INDEX instance_due_idx ON {schema}.instance (name, run_after) WHERE status = 0;
@@ -31,5 +31,6 @@ CREATE TABLE {schema}.runner (
     pid          integer     NOT NULL,
     serves       jsonb       NOT NULL,              -- the steps it runs, by saga name
     started_at   timestamptz NOT NULL DEFAULT now(),
-    heartbeat_at timestamptz NOT NULL DEFAULT now()
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL             -- heartbeat_at + its own heartbeat timeout
 );

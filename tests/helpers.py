@@ -117,8 +117,9 @@ class Db:
 
     def steal(self, instance: str) -> None:
         """Give a RUNNING row to another, live runner: the worker's lease is lost."""
-        self.execute("INSERT INTO {s}.runner (id, hostname, pid, serves) "
-                     "VALUES ('thief', 'elsewhere', 1, '{{}}') ON CONFLICT DO NOTHING")
+        self.execute("INSERT INTO {s}.runner (id, hostname, pid, serves, expires_at) "
+                     "VALUES ('thief', 'elsewhere', 1, '{{}}', now() + interval '1 hour') "
+                     "ON CONFLICT DO NOTHING")
         self.execute("UPDATE {s}.instance SET runner_id = 'thief' WHERE instance_id = %s",
                      instance)
 

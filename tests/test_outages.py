@@ -1,4 +1,5 @@
-"""Database outages: cut connections and a server restart; workers carry on by themselves."""
+"""Database trouble: cut connections, a server restart, a table lock; workers carry on by
+themselves, and no step runs twice for it."""
 
 from __future__ import annotations
 
@@ -80,9 +81,11 @@ class Chain:
 
     @staticmethod
     @contextmanager
-    def hold(saga: Saga) -> Iterator[threading.Thread]:
+    def hold(saga: Saga, heartbeat_timeout: float = 2.0) -> Iterator[threading.Thread]:
+        """Run *saga* on four worker threads for the `with` block."""
         runner = threading.Thread(target=saga.run, kwargs={
-            "workers": 4, "heartbeat_timeout": 2.0, "poll_interval": 0.2, "grace": 10.0})
+            "workers": 4, "heartbeat_timeout": heartbeat_timeout, "poll_interval": 0.2,
+            "grace": 10.0})
         runner.start()
         try:
             yield runner
@@ -137,3 +140,50 @@ def test_workers_carry_on_through_a_database_restart() -> None:
         chain.saga.close()
     print(f"first completed step {recovery:.2f}s after the restart began")
     assert recovery < 15
+
+
+def test_a_step_that_outlives_its_connection_is_recorded_not_rerun(
+    dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database blinks while a plain step runs: its outcome is written on a fresh
+    connection (the lease still holds), and the step does not run again."""
+    started, proceed = threading.Event(), threading.Event()
+    runs: list[int] = []
+    saga = Saga("blink", make_conninfo(dsn, application_name=schema), schema=schema)
+    saga.init_db()
+
+    @saga.step
+    def slow(input: int) -> int:
+        runs.append(input)
+        started.set()
+        proceed.wait(30)
+        return input
+
+    saga.start("x", slow, 7)
+    with psycopg.connect(dsn, autocommit=True) as admin, Chain.hold(saga):
+        assert started.wait(10)
+        cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = %s", (schema,)).fetchall()
+        assert cut
+        proceed.set()
+        wait_until(lambda: saga.get("x").status is Status.COMPLETE, timeout=20)
+    saga.close()
+    assert runs == [7]
+    assert "not recorded" not in caplog.text
+
+
+def test_claims_delayed_by_a_table_lock_are_not_released_as_stale(
+    dsn: str, schema: str
+) -> None:
+    """A claim that waits on a lock (DDL during a deploy) must count from when it got the
+    row, or the runner's own release_stale would hand it to another worker mid-run."""
+    chain = Chain(dsn, schema)
+    with chain.saga.pool.connection() as conn, conn.transaction():
+        for i in range(12):
+            chain.saga.start(str(i), chain.first, i, conn=conn, delay=0.5)
+    with psycopg.connect(dsn) as locker, Chain.hold(chain.saga, heartbeat_timeout=1.0):
+        locker.execute(chain.q("LOCK TABLE {s}.instance IN SHARE MODE"))
+        time.sleep(3.0)  # the rows fall due, and claims queue behind the lock
+        locker.commit()
+        wait_until(lambda: chain.complete() == 12, timeout=30)
+    assert all(chain.runs[(str(i), "first")] == 1 for i in range(12)), chain.runs

@@ -10,8 +10,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
-from saga import ConcurrencyException, Saga, Status
+from saga import ConcurrencyException, Saga, SagaError, Status
 from tests.helpers import FAR, Db
 
 
@@ -226,3 +228,69 @@ def test_rows_of_unknown_steps_are_not_claimed(saga: Saga, db: Db) -> None:
     row = saga.get("retired")
     assert (row.status, row.attempts, row.runner_id, row.error) == (Status.PENDING, 0, None, None)
     assert saga.get("known").status is Status.COMPLETE
+
+
+def test_set_state_checks_the_value_against_the_state_annotation(saga: Saga) -> None:
+    seen: list[str] = []
+
+    @saga.step
+    def work(input: object, state: Tally | None, set_state: Callable[[object], None]) -> str:
+        try:
+            set_state({"skus": "not a list"})
+        except TypeError as e:
+            seen.append(str(e))
+        set_state(Tally(["a"]))
+        return "done"
+
+    saga.start("x", work)
+    saga.run(workers=1, drain=True)
+    [complaint] = seen
+    assert "state does not fit step 'work'" in complaint
+    assert saga.get("x").status is Status.COMPLETE
+
+
+@pytest.mark.parametrize(("message", "stored"), [
+    ("bad \x00 byte", "bad \\x00 byte"),  # text columns cannot hold NUL
+    ("   ", "   "),  # blank: nothing to quote in the log line, still stored
+])
+def test_saga_error_messages_postgres_would_reject_still_end_in_error(
+    saga: Saga, message: str, stored: str
+) -> None:
+    runs: list[int] = []
+
+    @saga.step
+    def work(input: object) -> None:
+        runs.append(1)
+        raise SagaError(message)
+
+    saga.start("x", work)
+    stats = saga.run(workers=1, drain=True)
+    record = saga.get("x")
+    assert (record.status, record.error, runs) == (Status.ERROR, stored, [1])
+    assert stats.failed == 1
+
+
+def test_callers_and_pools_with_dict_rows_work(dsn: str, schema: str) -> None:
+    """The library reads tuples whatever row factory a caller's connection or pool has."""
+    pool: ConnectionPool[Any] = ConnectionPool(
+        dsn, kwargs={"row_factory": dict_row}, min_size=1, max_size=6, open=False)
+    pool.open()
+    try:
+        saga = Saga("dicts", pool=pool, schema=schema)
+        saga.init_db()
+
+        @saga.step
+        def work(input: Order) -> Tally:
+            return Tally([input.sku])
+
+        with psycopg.connect(dsn, row_factory=dict_row) as conn:
+            saga.start("x", work, Order("a", 1), conn=conn)
+            saga.start("x2", work, Order("b", 1), conn=conn)
+            assert saga.get("x", conn=conn).status is Status.PENDING
+        saga.run(workers=2, drain=True)
+        assert saga.get_state("x") == {"skus": ["a"]}
+        with psycopg.connect(dsn, row_factory=dict_row) as conn, \
+                pytest.raises(ConcurrencyException, match="COMPLETE"):
+            saga.call("x", work, Order("c", 1), conn=conn)
+    finally:
+        pool.close()

@@ -17,12 +17,13 @@ import saga.store
 from saga.migrate import migrate
 from saga.sqlfiles import named_queries
 from saga.store import Claimed, Lease, Store
-from tests.helpers import Db
+from tests.helpers import Db, seconds
 
 Conn = psycopg.Connection[Any]
 NAME = "shop"
 STEPS = ["reserve", "charge"]
 RUNNER = "host:1:abc"
+TIMEOUT = 30.0  # the heartbeat timeout the runners of these tests register with
 
 
 @pytest.fixture
@@ -341,37 +342,42 @@ def runner_row(db: Db, runner_id: str) -> dict[str, Any] | None:
 
 
 def age_runner(db: Db, runner_id: str, seconds: float) -> None:
-    assert db.execute("UPDATE {s}.runner SET heartbeat_at = now() - make_interval("
-                      "secs => %s) WHERE id = %s", seconds, runner_id) == 1
+    """Make the runner's last heartbeat *seconds* old (its timeout: TIMEOUT)."""
+    assert db.execute("UPDATE {s}.runner SET heartbeat_at = now() - make_interval(secs => %s),"
+                      " expires_at = now() - make_interval(secs => %s) + make_interval(secs => %s)"
+                      " WHERE id = %s", seconds, seconds, TIMEOUT, runner_id) == 1
 
 
 def test_register_heartbeat_and_delete_runner(conn: Conn, store: Store, db: Db) -> None:
     serves = {NAME: STEPS}
-    store.register_runner(conn, RUNNER, "host", 4242, serves)
+    store.register_runner(conn, RUNNER, "host", 4242, serves, TIMEOUT)
     r = runner_row(db, RUNNER)
     assert r is not None
     assert (r["hostname"], r["pid"], r["serves"]) == ("host", 4242, serves)
     assert r["heartbeat_at"] == r["started_at"]
+    assert seconds(r["expires_at"], r["heartbeat_at"]) == pytest.approx(TIMEOUT, abs=0.01)
     age_runner(db, RUNNER, 100)
-    assert store.heartbeat(conn, RUNNER)
+    assert store.heartbeat(conn, RUNNER, 7.0)  # each runner sets its own expiry
     r = runner_row(db, RUNNER)
     assert r is not None
     assert r["heartbeat_at"] > r["started_at"]
+    assert seconds(r["expires_at"], r["heartbeat_at"]) == pytest.approx(7.0)
     age_runner(db, RUNNER, 100)
-    store.register_runner(conn, RUNNER, "host", 4242, serves)  # again: a heartbeat
+    store.register_runner(conn, RUNNER, "host", 4242, {"other": ["x"]}, TIMEOUT)  # again
     r = runner_row(db, RUNNER)
     assert r is not None
     assert r["heartbeat_at"] > r["started_at"]
-    assert not store.heartbeat(conn, "never-registered")
+    assert r["serves"] == {**serves, "other": ["x"]}  # what it serves is merged
+    assert not store.heartbeat(conn, "never-registered", TIMEOUT)
     store.delete_runner(conn, RUNNER)
     assert runner_row(db, RUNNER) is None
-    assert not store.heartbeat(conn, RUNNER)  # reaped or deleted: the runner learns it
+    assert not store.heartbeat(conn, RUNNER, TIMEOUT)  # reaped or deleted: it learns it
     store.delete_runner(conn, RUNNER)  # idempotent
 
 
 def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store, db: Db) -> None:
-    store.register_runner(conn, "dead", "h", 1, {NAME: STEPS})
-    store.register_runner(conn, "alive", "h", 2, {NAME: STEPS})
+    store.register_runner(conn, "dead", "h", 1, {NAME: STEPS}, TIMEOUT)
+    store.register_runner(conn, "alive", "h", 2, {NAME: STEPS}, TIMEOUT)
     add_claimed(conn, store, "d1", runner="dead")
     add_claimed(conn, store, "d2", runner="dead")
     add_claimed(conn, store, "a1", runner="alive")
@@ -381,7 +387,7 @@ def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store, db: 
     age_runner(db, "dead", 120)
     age_runner(db, "alive", 5)
 
-    dead, recovered = store.reap(conn, 30.0)
+    dead, recovered = store.reap(conn)
     assert dead == ["dead"]
     assert recovered == 3
     assert runner_row(db, "dead") is None
@@ -399,8 +405,9 @@ def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store, db: 
     assert (r["status"], r["runner_id"], r["error"]) == (1, "alive", None)
     assert db.row("done")["status"] == 2
 
-    assert store.reap(conn, 30.0) == ([], 0)  # nothing left to do
-    assert store.reap(conn, 1.0) == (["alive"], 1)  # a shorter timeout: alive is silent too
+    assert store.reap(conn) == ([], 0)  # nothing left to do
+    age_runner(db, "alive", TIMEOUT + 1)  # silent for longer than its own timeout
+    assert store.reap(conn) == (["alive"], 1)
 
 
 def test_reap_skips_rows_locked_by_another_reaper(
@@ -411,11 +418,11 @@ def test_reap_skips_rows_locked_by_another_reaper(
     assert len(store.claim(conn, "ghost", NAME, STEPS, 10)) == 2
     with psycopg.connect(dsn) as other:
         other.execute(db.sql("SELECT 1 FROM {s}.instance WHERE instance_id = 'o1' FOR UPDATE"))
-        assert store.reap(conn, 30.0) == ([], 1)
+        assert store.reap(conn) == ([], 1)
         other.rollback()
     assert db.row("o1")["status"] == 1
     assert db.row("o2")["status"] == 0
-    assert store.reap(conn, 30.0) == ([], 1)
+    assert store.reap(conn) == ([], 1)
 
 
 def test_release_stale(conn: Conn, store: Store, db: Db) -> None:
@@ -497,7 +504,7 @@ def test_writes_that_make_rows_runnable_notify(
     assert payloads(listener, 1) == [NAME]
     store.release(conn, RUNNER, [claimed["b"].id])
     assert payloads(listener, 1) == [NAME]
-    assert store.reap(conn, 30.0) == ([], 2)  # c and d: RUNNER has no runner row
+    assert store.reap(conn) == ([], 2)  # c and d: RUNNER has no runner row
     assert payloads(listener, 1) == [NAME]  # one per saga name
     assert not store.call(conn, NAME, "ghost", "charge", "2", 0.0)  # no row: no wake-up
     marker(dsn, store)

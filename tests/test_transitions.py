@@ -203,8 +203,9 @@ def test_reaper_returns_a_dead_runners_rows_then_they_complete(
     @observer.step
     def other(input: object) -> None: ...  # not `work`: this runner only reaps
 
-    db.rows("INSERT INTO {s}.runner (id, hostname, pid, serves, heartbeat_at) "
-            "VALUES ('dead', 'gone', 1, '{{}}', now() - interval '1 hour')")
+    db.rows("INSERT INTO {s}.runner (id, hostname, pid, serves, heartbeat_at, expires_at) "
+            "VALUES ('dead', 'gone', 1, '{{}}', now() - interval '1 hour', "
+            "now() - interval '50 minutes')")
     real.start("i", work, 1)
     db.rows("UPDATE {s}.instance SET status = 1, runner_id = 'dead', attempts = 1")
     with running(observer, db, heartbeat_timeout=1.0):

@@ -379,7 +379,7 @@ def test_an_application_whose_run_was_stopped_at_once_stops_heartbeating(
     # The application lives on, but its runner is silent: the row is recovered.
     def recovered() -> bool:
         with psycopg.connect(chain_saga.dsn or "", autocommit=True) as conn:
-            chain_saga.store.reap(conn, timeout=1.0)
+            chain_saga.store.reap(conn)
         return chain_saga.get("s").status == Status.PENDING
 
     wait_until(recovered, timeout=10)
