@@ -268,6 +268,9 @@ class Saga:
             status = self.store.status(c, self.name, instance)
         if status is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+        if status == Status.PENDING:  # it was claimed, then handed back, while we looked
+            raise ConcurrencyException(
+                f"instance {instance!r} of saga {self.name!r} changed while being called")
         raise ConcurrencyException(
             f"instance {instance!r} of saga {self.name!r} is {Status(status).name}, not PENDING"
         )
@@ -344,6 +347,10 @@ def check_text(what: str, value: object, limit: int) -> str:
     """Return *value* if it is a usable name or id, else raise naming the argument."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
     if not value or len(value) > limit or "\x00" in value:
         raise ValueError(
             f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"

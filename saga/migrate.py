@@ -6,10 +6,12 @@ the versions the others recorded in `{schema}.migration`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from .sqlfiles import check_schema, migrations, render
 
@@ -39,19 +41,35 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
+        # Up to date: touch nothing, so that a role without CREATE can call init_db().
+        if not {v for v, _, _ in migrations()} - _applied(conn, schema):
+            return []
         conn.execute(_LOCK, {"schema": schema})
         try:
             return _apply_missing(conn, schema)
         finally:
-            conn.execute(_UNLOCK, {"schema": schema})
+            # If the connection died, the server dropped the lock with it.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(_UNLOCK, {"schema": schema})
     finally:
-        conn.autocommit = autocommit
+        if not conn.closed:
+            conn.autocommit = autocommit
+
+
+def _applied(conn: psycopg.Connection[Any], schema: str) -> set[int]:
+    """The versions recorded in *schema*, if it has a migration table."""
+    cur = conn.cursor(row_factory=tuple_row)
+    exists = cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                         (render("{schema}.migration", schema),)).fetchone()
+    if not (exists and exists[0]):
+        return set()
+    return {v for (v,) in cur.execute(render("SELECT version FROM {schema}.migration", schema))}
 
 
 def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     conn.execute(render(_PREPARE, schema))
     table = render("{schema}.migration", schema)
-    done = {v for (v,) in conn.execute(f"SELECT version FROM {table}").fetchall()}
+    done = _applied(conn, schema)
     applied = []
     for version, name, text in migrations():
         if version in done:

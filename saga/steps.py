@@ -23,6 +23,8 @@ StepFunction = Callable[..., object]
 SetState = Callable[[object], None]
 Delay = float | int | timedelta
 
+MAX_DELAY: Final = 100 * 365.25 * 24 * 3600  # seconds; far beyond any sane wait, within SQL's
+
 # The positional parameters a step may declare, in this order.
 STEP_PARAMETERS: Final = ("input", "state", "set_state", "logger")
 
@@ -200,6 +202,6 @@ def delay_seconds(delay: Delay | None) -> float:
         seconds = float(delay)
     else:
         raise TypeError(f"delay must be seconds (a number) or a timedelta, got {delay!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(f"delay must be 0 to {MAX_DELAY:.0f} seconds (100 years), got {delay!r}")
     return seconds

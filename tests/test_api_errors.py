@@ -137,6 +137,7 @@ def test_state_that_does_not_fit_the_step_annotation(app: Registry) -> None:
         ("", ValueError, "instance must be 1 to 512 characters"),
         ("x" * 513, ValueError, r"instance must be 1 to 512 characters.*\.\.\."),
         ("a\x00b", ValueError, "instance must be .* without NUL"),
+        ("lone \udc80", ValueError, "instance must be valid Unicode text"),
         (42, TypeError, "instance must be a string, got int"),
         (None, TypeError, "instance must be a string, got NoneType"),
         (b"bytes", TypeError, "instance must be a string, got bytes"),
@@ -166,6 +167,7 @@ def test_longest_instance_id_is_accepted(app: Registry) -> None:
     ("delay", "error"),
     [(-1, ValueError), (-0.001, ValueError), (float("nan"), ValueError),
      (float("inf"), ValueError), (timedelta(seconds=-5), ValueError),
+     (timedelta(days=365 * 101), ValueError), (1e300, ValueError),
      ("10", TypeError), (True, TypeError)],
 )
 def test_bad_delay(app: Registry, delay: object, error: type[Exception]) -> None:
