@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .execution import Execution, RunStats
+from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
 from .store import Claimed, Conn, Store
 
 if TYPE_CHECKING:
@@ -34,13 +35,10 @@ __all__ = ["RunStats", "Runner"]
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL: Final = 1.0
-HEARTBEAT_TIMEOUT: Final = 15.0  # a runner silent this long is dead: its rows are recovered
 POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
 IDLE_RECHECK: Final = 0.5  # idle wait when a due row is locked by another transaction
-STALE_AGE: Final = 2.0  # own RUNNING rows no thread works on, older than this, go back
 LISTEN_TICK: Final = 0.25  # how often the listener looks up from NOTIFY to check for stop
 LANE_TIMEOUT: Final = 5.0  # how long a worker waits for a pooled connection to one database
 # For the heartbeat and LISTEN connections, unless the DSN says otherwise.
@@ -76,7 +74,7 @@ class _Wakeup:
 
 
 @dataclass
-class _Lane:
+class Lane:
     """The sagas that share one database and schema: one pool, one store, one runner row."""
 
     pool: ConnectionPool[Any]
@@ -154,14 +152,14 @@ class Runner:
         self._abort = threading.Event()  # a second signal: stop waiting for anything
         self._done = threading.Event()  # heartbeat and listener end
         self._wakeup = _Wakeup(workers)
-        self._lanes: list[_Lane] = []
+        self._lanes: list[Lane] = []
         # Row ids the worker threads hold, in every lane: `release_stale` must spare them.
         # One set for the whole runner, since two lanes can share a table (two pools onto
         # one schema); ids of different tables only ever make it spare a row too many.
         self._in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
-        self._last_beat = time.monotonic()  # of the last heartbeat that reached every lane
-        self._beating_since: float | None = None  # start of the current run of good beats
+        self._heartbeat = Heartbeat(self.id, self.heartbeat_timeout, self.heartbeat_interval,
+                                    self._held)
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -185,18 +183,19 @@ class Runner:
             for lane in self._lanes:
                 with lane.store.tables_required(), lane.pool.connection() as conn:
                     with conn.transaction():
-                        self._register(lane, conn)
+                        self._heartbeat.register(lane, conn)
                     if drain:
                         # A cron drain may be the only runner there is: recover what dead
                         # runners left RUNNING before looking for due work.
                         with conn.transaction():
-                            self._beat(lane, conn, reap=True)
-            self._last_beat = time.monotonic()
+                            self._heartbeat.beat(lane, conn, reap=True)
+            self._heartbeat.beaten()
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner_id": self.id})
             started = time.monotonic()
-            service = [self._thread("saga-heartbeat", self._heartbeat_loop)]
+            service = [self._thread("saga-heartbeat", self._heartbeat.loop, self._lanes,
+                                    self._done)]
             if not drain:
                 service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
                             for i, lane in enumerate(self._lanes)]
@@ -275,9 +274,9 @@ class Runner:
         """True if a second signal cut the graceful stop short."""
         return self._abort.is_set()
 
-    def _make_lanes(self) -> list[_Lane]:
+    def _make_lanes(self) -> list[Lane]:
         """Group the sagas by database and schema; size each pool for the workers."""
-        lanes: dict[tuple[str, str], _Lane] = {}
+        lanes: dict[tuple[str, str], Lane] = {}
         for s in self.sagas:
             key = (s.database(), s.schema)
             if key in lanes:
@@ -285,7 +284,7 @@ class Runner:
                 continue
             # A worker thread holds one connection, and a `conn` step's set_state briefly
             # takes another; two spare ones keep that from waiting long.
-            lanes[key] = _Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
+            lanes[key] = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
         return list(lanes.values())
 
     def _retry_pause(self, failures: int) -> float:
@@ -333,7 +332,7 @@ class Runner:
         """Claim and run what is due for each saga; return (ran anything, seconds to idle)."""
         ran = False
         idle_for = self.poll_interval
-        if self._expired():
+        if self._heartbeat.expired:
             return False, self.heartbeat_interval  # fenced: claims would be taken back
         failure: Exception | None = None
         for lane in self._lanes:
@@ -353,7 +352,7 @@ class Runner:
             raise failure
         return ran, idle_for
 
-    def _lane_cycle(self, lane: _Lane) -> tuple[bool, float]:
+    def _lane_cycle(self, lane: Lane) -> tuple[bool, float]:
         ran = False
         idle_for = self.poll_interval
         with lane.pool.connection(timeout=LANE_TIMEOUT) as conn:
@@ -386,11 +385,15 @@ class Runner:
         with self._in_flight_lock:
             self._in_flight.update(ids)
 
+    def _held(self) -> list[int]:
+        with self._in_flight_lock:
+            return list(self._in_flight)
+
     def _let_go(self, ids: Iterable[int]) -> None:
         with self._in_flight_lock:
             self._in_flight.difference_update(ids)
 
-    def _run_claimed(self, lane: _Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
+    def _run_claimed(self, lane: Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
         try:
             for i, row in enumerate(rows):
                 if self._stop.is_set():
@@ -403,75 +406,9 @@ class Runner:
         finally:
             self._let_go(r.id for r in rows)
 
-    def _expired(self) -> bool:
-        """True when our heartbeat has failed for half the timeout: others may reap us."""
-        return time.monotonic() - self._last_beat > self.heartbeat_timeout / 2
-
-    # -- heartbeat and reaper -----------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        conns: dict[int, Conn] = {}
-        try:
-            while not self._done.wait(self.heartbeat_interval):
-                healthy = True
-                for i, lane in enumerate(self._lanes):
-                    try:
-                        if i not in conns or conns[i].closed:
-                            conns[i] = lane.connect(statement_timeout=self.heartbeat_timeout / 2)
-                        self._beat(lane, conns[i])
-                    except Exception as e:  # never die: a silent runner gets reaped
-                        healthy, self._beating_since = False, None
-                        logger.warning("heartbeat failed: %s", e,
-                                       extra={"action": "heartbeat_error", "runner_id": self.id})
-                        failed = conns.pop(i, None)
-                        if failed is not None:
-                            failed.close()
-                if healthy:
-                    self._last_beat = time.monotonic()
-        finally:
-            for c in conns.values():
-                c.close()
-
-    def _beat(self, lane: _Lane, conn: Conn, *, reap: bool | None = None) -> None:
-        """Heartbeat, reap dead runners, recover orphaned rows, release our own stale ones.
-
-        Reaping runners waits until we have beaten steadily for a whole timeout: after an
-        outage every runner's expiry has passed, and the first one back must not take the
-        others' work while they reconnect. Rows whose runner row is gone are always fair
-        game.
-        """
-        store = lane.store
-        if not store.heartbeat(conn, self.id, self.heartbeat_timeout):
-            # Reaped while alive (a long pause or outage): our rows went back to PENDING,
-            # and our leases no longer hold. Come back as the same runner.
-            logger.warning("runner %s was reaped as dead; registering again", self.id,
-                           extra={"action": "runner_reregister", "runner_id": self.id})
-            self._register(lane, conn)
-        now = time.monotonic()
-        if self._beating_since is None:
-            self._beating_since = now
-        if reap is None:
-            reap = now - self._beating_since >= self.heartbeat_timeout
-        dead, recovered = store.reap(conn, runners=reap)
-        if dead or recovered:
-            logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
-                           len(dead), dead, recovered,
-                           extra={"action": "reap", "runner_id": self.id})
-        with self._in_flight_lock:
-            in_flight = list(self._in_flight)
-        released = store.release_stale(conn, self.id, in_flight,
-                                       max(STALE_AGE, 2 * self.heartbeat_interval))
-        if released:
-            logger.warning("%d instance(s) whose outcome was not recorded back to PENDING",
-                           released, extra={"action": "release_stale", "runner_id": self.id})
-
-    def _register(self, lane: _Lane, conn: Conn) -> None:
-        lane.store.register_runner(conn, self.id, socket.gethostname(), os.getpid(),
-                                   lane.serves, self.heartbeat_timeout)
-
     # -- NOTIFY -------------------------------------------------------------------------
 
-    def _listen_loop(self, lane: _Lane) -> None:
+    def _listen_loop(self, lane: Lane) -> None:
         names = {s.name for s in lane.sagas}
         failures = 0
         while not self._done.is_set():

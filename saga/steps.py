@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from .codecs import type_hints
+from .hints import type_hints
 
 if TYPE_CHECKING:
     import psycopg

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from .conninfo import check_connection, describe
 from .core import Saga
 from .errors import SagaException
-from .runner import GRACE, HEARTBEAT_TIMEOUT, POLL_INTERVAL, Runner
+from .liveness import HEARTBEAT_TIMEOUT
+from .runner import GRACE, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -1,16 +1,31 @@
-"""The codecs: JsonCodec round trips and errors, PickleCodec (no database needed, but one
-end-to-end test of `Saga(..., codec=PickleCodec())`)."""
+"""The codecs: JsonCodec round trips and errors, PickleCodec (no database needed, but
+end-to-end tests of `Saga(..., codec=PickleCodec())` and of typed values through jsonb)."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import enum
 import json
+import sys
+import typing
 import uuid
-from collections.abc import Callable
+from collections import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Optional
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    NewType,
+    Optional,
+    Protocol,
+    TypedDict,
+    TypeVar,
+)
 
 import pytest
 
@@ -68,6 +83,58 @@ class Transfer:
 class Point:
     x: float
     y: float
+
+
+class LineDict(TypedDict):
+    sku: str
+    price: Money
+
+
+class _DraftBase(TypedDict):
+    id: uuid.UUID
+    lines: list[LineDict]
+
+
+class Draft(_DraftBase, total=False):  # id and lines required, note and color optional
+    note: str
+    color: Color
+
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, Required
+
+    class Marked(TypedDict):  # string annotations: __required_keys__ says {"a", "b"}
+        a: int
+        b: NotRequired[Point]
+
+    class Sparse(TypedDict, total=False):  # and here it says {}
+        a: Required[int]
+        b: Point
+else:
+    Marked = Sparse = None  # their test is skipped
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Box(Generic[T]):
+    item: T
+    items: list[T] = field(default_factory=list)
+    maybe: T | None = None
+
+
+class Pair(NamedTuple):
+    left: Point
+    right: Money | None = None
+
+
+UserId = NewType("UserId", int)
+PointRef = NewType("PointRef", Point)
+
+
+class Shape(Protocol):  # not @runtime_checkable: isinstance() would raise TypeError
+    def area(self) -> float: ...
 
 
 class Opaque:
@@ -235,6 +302,258 @@ def test_encoding_is_readable_json(codec: JsonCodec) -> None:
     assert codec.encode("é") == '"é"'  # not \u00e9: readable with psql
 
 
+# -- JsonCodec: more hints: abstract containers, TypedDict, Literal, NewType, generics ----------
+
+POINTS = [Point(1.0, 2.5), Point(-3.0, 0.0)]
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [typing.Sequence[Point], Sequence[Point], abc.MutableSequence[Point],
+     abc.Iterable[Point], abc.Collection[Point], Optional[Sequence[Point]],  # noqa: UP045
+     Sequence[Point] | None, list[Point] | dict[str, Point], Annotated[Sequence[Point], "x"]],
+)
+def test_abstract_sequences_decode_their_items(codec: JsonCodec, hint: object) -> None:
+    back = roundtrip(codec, POINTS, hint)
+    assert back == POINTS
+    assert type(back) is list
+    assert all(isinstance(p, Point) for p in back)
+
+
+@pytest.mark.parametrize(
+    "hint", [abc.Set[Color], typing.AbstractSet[Color], abc.MutableSet[Color]]
+)
+def test_abstract_sets_become_sets(codec: JsonCodec, hint: object) -> None:
+    back = roundtrip(codec, {Color.RED, Color.BLUE}, hint)
+    assert back == {Color.RED, Color.BLUE}
+    assert type(back) is set
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [abc.Mapping[str, Point], abc.MutableMapping[str, Point], typing.Mapping[str, Point],
+     typing.MutableMapping[str, Point], Optional[abc.Mapping[str, Point]]],  # noqa: UP045
+)
+def test_abstract_mappings_decode_their_values(codec: JsonCodec, hint: object) -> None:
+    back = roundtrip(codec, {"a": POINTS[0]}, hint)
+    assert back == {"a": POINTS[0]}
+    assert type(back) is dict
+    assert isinstance(back["a"], Point)
+
+
+def test_bare_abstract_classes(codec: JsonCodec) -> None:
+    assert roundtrip(codec, {1, 2}, abc.Set) == {1, 2}
+    assert roundtrip(codec, [1, 2], abc.Sequence) == [1, 2]
+    assert roundtrip(codec, {"a": 1}, abc.Mapping) == {"a": 1}
+
+
+def test_nested_generics_in_unions(codec: JsonCodec) -> None:
+    value = {"a": [POINTS[0], None], "b": []}
+    hint = dict[str, Sequence[Point | None]] | None
+    back = roundtrip(codec, value, hint)
+    assert back == value
+    assert isinstance(back["a"][0], Point)
+    assert roundtrip(codec, None, hint) is None
+    assert roundtrip(codec, [[1, 2]], list[tuple[int, ...] | None]) == [(1, 2)]
+
+
+def test_other_concrete_containers(codec: JsonCodec) -> None:
+    back = roundtrip(codec, collections.deque(POINTS), collections.deque[Point])
+    assert back == collections.deque(POINTS)
+    assert isinstance(back, collections.deque)
+    ordered = collections.OrderedDict([("z", POINTS[0]), ("a", POINTS[1])])
+    back = roundtrip(codec, ordered, collections.OrderedDict[str, Point])
+    assert isinstance(back, collections.OrderedDict)
+    assert list(back.items()) == list(ordered.items())
+    counts = roundtrip(codec, collections.Counter("abca"), collections.Counter[str])
+    assert counts == collections.Counter("abca")
+    assert isinstance(counts, collections.Counter)
+
+
+def test_typed_dict(codec: JsonCodec) -> None:
+    draft: Draft = {"id": uuid.uuid4(), "lines": [{"sku": "a", "price": Money(Decimal("1.10"))}],
+                    "color": Color.RED}
+    back = roundtrip(codec, draft, Draft)
+    assert back == draft
+    assert type(back) is dict
+    assert isinstance(back["id"], uuid.UUID)
+    assert isinstance(back["lines"][0]["price"], Money)
+    assert back["color"] is Color.RED
+    assert roundtrip(codec, [draft], list[Draft]) == [draft]
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ({"id": str(uuid.UUID(int=1))}, r"\$: missing key\(s\) \['lines'\] of Draft"),
+        ({"lines": []}, r"\$: missing key\(s\) \['id'\] of Draft"),
+        ({"id": str(uuid.UUID(int=1)), "lines": [], "extra": 1},
+         r"\$: unknown key\(s\) \['extra'\] for Draft"),
+        ({"id": "nope", "lines": []}, r"\$\.id: not a valid UUID"),
+        ({"id": str(uuid.UUID(int=1)), "lines": [{"sku": "a", "price": {"amount": "x"}}]},
+         r"\$\.lines\[0\]\.price\.amount: not a valid Decimal"),
+        ({"id": str(uuid.UUID(int=1)), "lines": [{"sku": "a"}]},
+         r"\$\.lines\[0\]: missing key\(s\) \['price'\] of LineDict"),
+        ([1], r"\$: expected an object for Draft"),
+    ],
+)
+def test_typed_dict_errors_name_the_path(codec: JsonCodec, value: object, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        codec.decode(json.dumps(value), Draft)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.Required is new in 3.11")
+def test_typed_dict_required_and_not_required(codec: JsonCodec) -> None:
+    assert roundtrip(codec, {"a": 1}, Marked) == {"a": 1}
+    back = roundtrip(codec, {"a": 1, "b": Point(1.0, 2.0)}, Marked)
+    assert back == {"a": 1, "b": Point(1.0, 2.0)}
+    assert roundtrip(codec, {"a": 1}, Sparse) == {"a": 1}
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['a'\] of Marked"):
+        codec.decode('{"b": {"x": 1, "y": 2}}', Marked)
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['a'\] of Sparse"):
+        codec.decode("{}", Sparse)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ({1.5: "a", -2.0: "b"}, dict[float, str]),
+        ({True: "yes", False: "no"}, dict[bool, str]),
+        ({Level.LOW: "low", Level.HIGH: "high"}, dict[Level, str]),
+        ({Color.RED: 1}, dict[Color, int]),
+        ({UserId(7): POINTS[0]}, dict[UserId, Point]),
+        ({1: "one", "two": 2}, dict[Literal[1, "two"], Any]),
+        ({None: 0, 3: 1}, dict[Optional[int], int]),  # noqa: UP045
+        ({dt.date(2024, 1, 31): 5}, dict[dt.date, int]),
+        ({uuid.UUID(int=9): [POINTS[0]]}, dict[uuid.UUID, list[Point]]),
+        ({Decimal("0.10"): 1}, abc.Mapping[Decimal, int]),
+        ({b"\xff": 1}, dict[bytes, int]),
+        ({"a": 1}, dict[Annotated[str, "meta"], int]),
+    ],
+)
+def test_dict_keys_are_rebuilt_from_the_hint(codec: JsonCodec, value: Any, hint: object) -> None:
+    back = roundtrip(codec, value, hint)
+    assert back == value
+    assert [type(k) for k in back] == [type(k) for k in value]  # type: ignore[attr-defined]
+    assert [str(k) for k in back] == [str(k) for k in value]  # type: ignore[attr-defined]
+
+
+def test_dict_keys_json_cannot_write_are_encoded_as_text(codec: JsonCodec) -> None:
+    value = Box({Color.RED: {uuid.UUID(int=1): dt.date(2024, 1, 1)}})
+    assert json.loads(codec.encode(value)) == {
+        "item": {"red": {"00000000-0000-0000-0000-000000000001": "2024-01-01"}},
+        "items": [], "maybe": None,
+    }
+    assert roundtrip(codec, value, Box[dict[Color, dict[uuid.UUID, dt.date]]]) == value
+
+
+def test_enums_in_containers(codec: JsonCodec) -> None:
+    back = roundtrip(codec, [Color.RED, Level.HIGH], list[Color | Level])
+    assert back == [Color.RED, Level.HIGH]
+    assert roundtrip(codec, [Level.LOW], list[Level])[0] is Level.LOW  # type: ignore[index]
+    assert roundtrip(codec, (Color.BLUE,), tuple[Color, ...]) == (Color.BLUE,)
+
+
+def test_literal_matches_type_and_enum_members(codec: JsonCodec) -> None:
+    assert roundtrip(codec, "a", Literal["a", "b"]) == "a"
+    assert roundtrip(codec, Color.RED, Literal[Color.RED]) is Color.RED
+    assert roundtrip(codec, Level.HIGH, Literal[Level.HIGH, None]) is Level.HIGH
+    assert roundtrip(codec, 1, Literal[1, True]) is not True
+    assert roundtrip(codec, True, Literal[1, True]) is True
+    with pytest.raises(ValueError, match=r"\$: 1 is not one of \(True,\)"):
+        codec.decode("1", Literal[True])
+    with pytest.raises(ValueError, match=r"\$\[0\]: True is not one of \(1, 2\)"):
+        codec.decode("[true]", list[Literal[1, 2]])
+
+
+def test_annotated_and_new_type(codec: JsonCodec) -> None:
+    assert roundtrip(codec, POINTS, list[Annotated[Point, "meta"]]) == POINTS
+    assert roundtrip(codec, UserId(3), UserId) == 3
+    assert roundtrip(codec, PointRef(POINTS[0]), PointRef) == POINTS[0]
+    assert roundtrip(codec, [PointRef(POINTS[1])], list[PointRef]) == [POINTS[1]]
+    with pytest.raises(ValueError, match=r"\$: expected int"):
+        codec.decode('"3"', UserId)
+
+
+def test_any_inside_containers_keeps_plain_json(codec: JsonCodec) -> None:
+    value = {"a": [1, {"b": None}], "c": "2024-01-01"}
+    assert roundtrip(codec, value, dict[str, Any]) == value
+    assert roundtrip(codec, [value], list[Any]) == [value]
+    assert roundtrip(codec, (1, value), tuple[int, Any]) == (1, value)
+    assert roundtrip(codec, [value], Sequence[object]) == [value]
+
+
+def test_generic_dataclass(codec: JsonCodec) -> None:
+    box = Box(POINTS[0], POINTS, None)
+    back = roundtrip(codec, box, Box[Point])
+    assert back == box
+    assert isinstance(back.item, Point)
+    assert isinstance(back.items[1], Point)
+    nested = Box([Money(Decimal("1"))], maybe=[Money(Decimal("2"))])
+    assert roundtrip(codec, nested, Box[list[Money]]) == nested
+    with pytest.raises(ValueError, match=r"\$\.item\.y: expected float"):
+        codec.decode('{"item": {"x": 1, "y": "no"}}', Box[Point])
+
+
+def test_named_tuple(codec: JsonCodec) -> None:
+    pair = Pair(POINTS[0], Money(Decimal("1.5")))
+    back = roundtrip(codec, pair, Pair)
+    assert back == pair
+    assert isinstance(back, Pair)
+    assert isinstance(back.left, Point)
+    assert roundtrip(codec, [pair], list[Pair]) == [pair]
+    with pytest.raises(ValueError, match=r"\$: cannot build Pair"):
+        codec.decode("[]", Pair)
+
+
+def test_protocol_hint_leaves_the_value_alone(codec: JsonCodec) -> None:
+    assert roundtrip(codec, {"w": 2}, Shape) == {"w": 2}
+
+
+def test_float_hint_gives_a_float_even_for_an_integral_number(codec: JsonCodec) -> None:
+    # jsonb writes the float 1e16 back as 10000000000000000, which json reads as an int:
+    # without a hint it stays an int, but a float hint makes it a float again.
+    assert codec.decode("10000000000000000") == 10**16
+    for hint in (float, Optional[float], list[float]):  # noqa: UP045
+        text = "[10000000000000000]" if hint == list[float] else "10000000000000000"
+        back = codec.decode(text, hint)
+        assert back in (1e16, [1e16])
+        assert type(back if hint != list[float] else back[0]) is float  # type: ignore[index]
+    assert roundtrip(codec, Point(1, 2), Point) == Point(1.0, 2.0)
+    assert type(codec.decode('{"x": 1, "y": 2}', Point).x) is float  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"\$: .* too large for a float"):
+        codec.decode("1" + "0" * 400, float)
+
+
+@pytest.mark.parametrize("text", ["1.5", "1.0", "1e3", '"1"', "true"])
+def test_int_hint_rejects_non_integers(codec: JsonCodec, text: str) -> None:
+    got = repr(json.loads(text))
+    with pytest.raises(ValueError, match=rf"\$: expected int, got {got}"):
+        codec.decode(text, int)
+
+
+def test_bytearray_round_trips(codec: JsonCodec) -> None:
+    back = roundtrip(codec, bytearray(b"\x00\xff"), bytearray)
+    assert back == bytearray(b"\x00\xff")
+    assert type(back) is bytearray
+
+
+def test_jsonb_round_trip_through_the_database(make_saga: Callable[..., Saga]) -> None:
+    s = make_saga("typed")
+
+    @s.step
+    def first(input: Sequence[Point], state: Draft) -> None:
+        pass
+
+    draft: Draft = {"id": uuid.UUID(int=5), "lines": [{"sku": "a", "price": Money(Decimal("2"))}]}
+    s.start("t-1", first, [Point(1e16, 0.5)], state=draft)
+    record = s.get("t-1")
+    assert record.input == [Point(1e16, 0.5)]
+    assert type(record.input[0].x) is float
+    assert record.state == draft
+    assert isinstance(record.state["lines"][0]["price"], Money)
+
+
 # -- JsonCodec: decode errors -----------------------------------------------------------------
 
 
@@ -280,6 +599,13 @@ def test_decode_of_invalid_json_text_is_a_value_error(codec: JsonCodec) -> None:
 # -- JsonCodec: encode errors -----------------------------------------------------------------
 
 
+def deeply_nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def circular_list() -> list[object]:
     loop: list[object] = []
     loop.append(loop)
@@ -299,11 +625,30 @@ def circular_list() -> list[object]:
         ({"key\x00": 1}, "NUL"),
         ("\\\x00", "NUL"),  # a backslash, then a real NUL
         (circular_list(), "Circular reference"),
+        ("\udc80", "lone surrogate.*not valid UTF-8"),  # from os.fsdecode of a bad file name
+        ({"k": ["ok", "a\ud800b"]}, "lone surrogate"),
+        ({"\udfff": 1}, "lone surrogate"),
+        ({Point(1.0, 2.0): 1}, "dict key must encode as a string or number, not Point"),
+        ({(1, 2): 1}, "dict key must encode"),
+        ({Color.RED: object()}, "object is not JSON serializable"),
+        (deeply_nested(10_000), "recursion"),
     ],
 )
 def test_encode_errors_are_type_errors(codec: JsonCodec, value: object, pattern: str) -> None:
     with pytest.raises(TypeError, match=pattern):
         codec.encode(value)
+
+
+def test_astral_characters_are_not_lone_surrogates(codec: JsonCodec) -> None:
+    assert roundtrip(codec, "emoji \U0001f600 ok", str) == "emoji \U0001f600 ok"
+    assert roundtrip(codec, "\ud83d\ude00".encode("utf-16", "surrogatepass").decode("utf-16")) == (
+        "\U0001f600")
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(), PickleCodec()])
+def test_decode_of_too_deeply_nested_json_is_a_value_error(codec: Codec) -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        codec.decode("[" * 100_000 + "]" * 100_000)
 
 
 @pytest.mark.parametrize("text", ["\\u0000", "\\\\u0000", "a\\u0000b", "\\u00001"])
