@@ -12,7 +12,6 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from saga import Saga
 from saga.migrate import migrate
@@ -224,21 +223,3 @@ def test_cli_migrate_with_an_unreachable_database_without_password() -> None:
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
 
-
-def test_init_db_when_up_to_date_needs_no_create_privilege(dsn: str, schema: str) -> None:
-    """A least-privilege runtime role may call init_db() once the schema is migrated."""
-    Saga("owner", dsn, schema=schema).init_db()
-    role = f"rt_{schema}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        ident = sql.Identifier(role)
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
-        try:
-            admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                sql.Identifier(schema), ident))
-            admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
-                sql.Identifier(schema), ident))
-            with Saga("runtime", make_conninfo(dsn, user=role), schema=schema) as s:
-                assert s.init_db() == []
-        finally:
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(ident))
-            admin.execute(sql.SQL("DROP ROLE {}").format(ident))
