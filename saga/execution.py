@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .errors import ConcurrencyException, SagaError
 from .steps import Continuation, Step
@@ -130,10 +130,8 @@ class Execution:
                     result = step.invoke(input, state, set_state, log, conn)
                     return self._advance(conn, lease, step, result)
             result = step.invoke(input, state, set_state, log, None)
-            return self._write(lambda conn: self._advance(conn, lease, step, result))
         except _LeaseLost:
-            logger.warning("lost instance %s to another runner during step %s; outcome dropped",
-                           lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
+            self._lost(lease, step)
             return None
         except (SagaError, _BadOutcome) as e:
             self._fail(lease, step, final=True, error=str(e) or type(e).__name__)
@@ -145,7 +143,24 @@ class Execution:
                 raise
             final = lease.attempt >= self.saga.max_attempts
             self._fail(lease, step, final=final, error=error)
+        else:
+            return self._record(lease, step, result)
         return None
+
+    def _record(self, lease: Lease, step: Step, result: object) -> tuple[Step, str, Lease] | None:
+        """Write a plain step's outcome. An error here is no failure of the step: it goes up
+        to the worker loop, and the row back to PENDING through release_stale."""
+        try:
+            return self._write(lambda conn: self._advance(conn, lease, step, result))
+        except _LeaseLost:
+            self._lost(lease, step)
+        except _BadOutcome as e:
+            self._fail(lease, step, final=True, error=str(e))
+        return None
+
+    def _lost(self, lease: Lease, step: Step) -> None:
+        logger.warning("lost instance %s to another runner during step %s; outcome dropped",
+                       lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
 
     def _advance(self, conn: Conn, lease: Lease, step: Step,
                  result: object) -> tuple[Step, str, Lease] | None:
@@ -218,10 +233,11 @@ class Execution:
         return set_state
 
 
-    def _usable(self) -> Conn:
+    def _usable(self, timeout: float | None = None) -> Conn:
         """The thread's connection, or a fresh pooled one if it broke."""
         if self.conn.broken or self.conn.closed:
-            self.conn = self._spare.enter_context(self.pool.connection())
+            self._spare.close()  # a replacement that broke in turn goes back now
+            self.conn = self._spare.enter_context(self.pool.connection(timeout=timeout))
         return self.conn
 
     def _write(self, write: Callable[[Conn], T]) -> T:
@@ -235,9 +251,11 @@ class Execution:
         pause = 0.05
         while True:
             try:
-                conn = self._usable()
+                conn = self._usable(timeout=max(0.1, deadline - time.monotonic()))
                 with conn.transaction():
                     return write(conn)
+            except PoolClosed:
+                raise  # the runner is being shut down under us
             except (psycopg.OperationalError, PoolTimeout):
                 if not (self.conn.broken or self.conn.closed) or time.monotonic() > deadline:
                     raise  # not the connection (a timeout, say), or out of patience

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -82,6 +82,7 @@ class Lane:
     sagas: list[Saga]
     failures: int = 0  # consecutive failed cycles on this database
     retry_at: float = 0.0  # monotonic time before which workers skip this lane
+    heartbeat: Heartbeat = field(init=False)
 
     @property
     def serves(self) -> dict[str, list[str]]:
@@ -158,8 +159,6 @@ class Runner:
         # one schema); ids of different tables only ever make it spare a row too many.
         self._in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
-        self._heartbeat = Heartbeat(self.id, self.heartbeat_timeout, self.heartbeat_interval,
-                                    self._held)
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -183,19 +182,19 @@ class Runner:
             for lane in self._lanes:
                 with lane.store.tables_required(), lane.pool.connection() as conn:
                     with conn.transaction():
-                        self._heartbeat.register(lane, conn)
+                        lane.heartbeat.register(conn)
                     if drain:
                         # A cron drain may be the only runner there is: recover what dead
-                        # runners left RUNNING before looking for due work.
+                        # runners left RUNNING before looking for due work (sparing any
+                        # that may be reconnecting after an outage).
                         with conn.transaction():
-                            self._heartbeat.beat(lane, conn, reap=True)
-            self._heartbeat.beaten()
+                            lane.heartbeat.beat(conn, reap=True, margin=self.heartbeat_timeout)
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner_id": self.id})
             started = time.monotonic()
-            service = [self._thread("saga-heartbeat", self._heartbeat.loop, self._lanes,
-                                    self._done)]
+            service = [self._thread(f"saga-heartbeat-{i}", lane.heartbeat.loop, self._done)
+                       for i, lane in enumerate(self._lanes)]
             if not drain:
                 service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
                             for i, lane in enumerate(self._lanes)]
@@ -284,7 +283,10 @@ class Runner:
                 continue
             # A worker thread holds one connection, and a `conn` step's set_state briefly
             # takes another; two spare ones keep that from waiting long.
-            lanes[key] = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
+            lane = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
+            lane.heartbeat = Heartbeat(self.id, lane, self.heartbeat_timeout,
+                                       self.heartbeat_interval, self._held)
+            lanes[key] = lane
         return list(lanes.values())
 
     def _retry_pause(self, failures: int) -> float:
@@ -302,7 +304,7 @@ class Runner:
         failures = 0
         while not self._stop.is_set():
             try:
-                ran, idle_for = self._cycle()
+                ran, idle_for, looked_everywhere = self._cycle()
                 failures = 0
             except PoolClosed:
                 logger.error("the saga's pool was closed under the runner: stopping",
@@ -324,33 +326,42 @@ class Runner:
                 continue
             if ran:
                 continue
-            if drain:
+            if drain and looked_everywhere:
                 return
             self._wakeup.wait(idle_for)
 
-    def _cycle(self) -> tuple[bool, float]:
-        """Claim and run what is due for each saga; return (ran anything, seconds to idle)."""
-        ran = False
+    def _cycle(self) -> tuple[bool, float, bool]:
+        """Claim and run what is due for each saga.
+
+        Return whether anything ran, how long to idle, and whether every database was
+        looked at (a drain may only end when it was, and nothing was due).
+        """
+        ran, looked_everywhere = False, True
         idle_for = self.poll_interval
-        if self._heartbeat.expired:
-            return False, self.heartbeat_interval  # fenced: claims would be taken back
         failure: Exception | None = None
         for lane in self._lanes:
+            if lane.heartbeat.expired:  # fenced: what we claimed would be taken back
+                looked_everywhere, idle_for = False, min(idle_for, self.heartbeat_interval)
+                continue
             if time.monotonic() < lane.retry_at:
+                looked_everywhere = False
+                idle_for = min(idle_for, max(0.0, lane.retry_at - time.monotonic()))
                 continue
             try:
                 lane_ran, lane_idle = self._lane_cycle(lane)
+            except PoolClosed:
+                raise
             except (psycopg.OperationalError, PoolTimeout) as e:
                 # One database down must not stall the others: skip it for a while.
                 lane.failures += 1
                 lane.retry_at = time.monotonic() + self._retry_pause(lane.failures)
-                failure = e
+                failure, looked_everywhere = e, False
                 continue
             lane.failures = 0
             ran, idle_for = ran or lane_ran, min(idle_for, lane_idle)
         if failure is not None and not ran:
             raise failure
-        return ran, idle_for
+        return ran, idle_for, looked_everywhere
 
     def _lane_cycle(self, lane: Lane) -> tuple[bool, float]:
         ran = False
@@ -360,11 +371,19 @@ class Runner:
                 if self._stop.is_set():
                     return ran, 0.0
                 steps = list(saga.steps)
-                with conn.transaction():
-                    rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
-                    # In flight before the claim commits: release_stale must never see
-                    # a claimed row that no thread owns.
-                    self._hold(r.id for r in rows)
+                rows = []
+                try:
+                    with conn.transaction():
+                        rows = lane.store.claim(conn, self.id, saga.name, steps,
+                                                self.claim_batch)
+                        # In flight before the claim commits: release_stale must never
+                        # see a claimed row that no thread owns.
+                        self._hold(r.id for r in rows)
+                except BaseException:
+                    # The commit may have landed all the same: then release_stale hands
+                    # the rows back, which it may only do once we let go of them.
+                    self._let_go(r.id for r in rows)
+                    raise
                 if rows:
                     logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
                                  extra={"action": "claim", "runner_id": self.id})

@@ -160,13 +160,15 @@ class Store:
     def delete_runner(self, conn: Conn, runner_id: str) -> None:
         self._run(conn, "delete_runner", {"id": runner_id})
 
-    def reap(self, conn: Conn, *, runners: bool = True) -> tuple[list[str], int]:
-        """Forget expired runners (unless not *runners*), then recover the RUNNING rows
-        of runners that are gone.
+    def reap(self, conn: Conn, *, runners: bool = True,
+             margin: float = 0.0) -> tuple[list[str], int]:
+        """Forget runners expired more than *margin* seconds ago (unless not *runners*),
+        then recover the RUNNING rows of runners that are gone.
 
         Return the ids of the runners reaped and the number of rows recovered.
         """
-        dead = [r for (r,) in self._run(conn, "reap_runners", {})] if runners else []
+        dead = ([r for (r,) in self._run(conn, "reap_runners", {"margin": margin})]
+                if runners else [])
         rows = self._run(conn, "recover_orphans", {"channel": self.channel}).fetchall()
         return dead, sum(n for _, n, _ in rows)
 

