@@ -160,8 +160,11 @@ class Saga:
 
     def _open_pool(self, size: int) -> ConnectionPool[Any]:
         dsn = self._dsn = self.database()  # SAGA_DSN, read now, is the saga's DSN from now on
+        # check: a connection that died while idle in the pool (a database restart, a
+        # cut) is replaced when taken, instead of failing the caller's first query.
         pool: ConnectionPool[Any] = ConnectionPool(
-            dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}"
+            dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}",
+            check=ConnectionPool.check_connection,
         )
         pool.open()
         return pool

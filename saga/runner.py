@@ -301,10 +301,19 @@ class Runner:
     # -- worker threads -----------------------------------------------------------------
 
     def _work_loop(self, drain: bool) -> None:
+        held: dict[int, Conn] = {}  # this thread's connection to each lane, by id(lane)
+        try:
+            self._work(drain, held)
+        finally:
+            for lane in self._lanes:
+                if id(lane) in held:
+                    lane.pool.putconn(held.pop(id(lane)))
+
+    def _work(self, drain: bool, held: dict[int, Conn]) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                ran, idle_for, looked_everywhere = self._cycle()
+                ran, idle_for, looked_everywhere = self._cycle(held)
                 failures = 0
             except PoolClosed:
                 logger.error("the saga's pool was closed under the runner: stopping",
@@ -330,7 +339,7 @@ class Runner:
                 return
             self._wakeup.wait(idle_for)
 
-    def _cycle(self) -> tuple[bool, float, bool]:
+    def _cycle(self, held: dict[int, Conn]) -> tuple[bool, float, bool]:
         """Claim and run what is due for each saga.
 
         Return whether anything ran, how long to idle, and whether every database was
@@ -348,7 +357,7 @@ class Runner:
                 idle_for = min(idle_for, max(0.0, lane.retry_at - time.monotonic()))
                 continue
             try:
-                lane_ran, lane_idle = self._lane_cycle(lane)
+                lane_ran, lane_idle = self._lane_cycle(lane, held)
             except PoolClosed:
                 raise
             except (psycopg.OperationalError, PoolTimeout) as e:
@@ -363,42 +372,53 @@ class Runner:
             raise failure
         return ran, idle_for, looked_everywhere
 
-    def _lane_cycle(self, lane: Lane) -> tuple[bool, float]:
+    def _lane_cycle(self, lane: Lane, held: dict[int, Conn]) -> tuple[bool, float]:
         ran = False
         idle_for = self.poll_interval
-        with lane.pool.connection(timeout=LANE_TIMEOUT) as conn:
-            for saga in lane.sagas:
-                if self._stop.is_set():
-                    return ran, 0.0
-                steps = list(saga.steps)
-                rows = []
-                try:
-                    with conn.transaction():
-                        rows = lane.store.claim(conn, self.id, saga.name, steps,
-                                                self.claim_batch)
-                        # In flight before the claim commits: release_stale must never
-                        # see a claimed row that no thread owns.
-                        self._hold(r.id for r in rows)
-                except BaseException:
-                    # The commit may have landed all the same: then release_stale hands
-                    # the rows back, which it may only do once we let go of them.
-                    self._let_go(r.id for r in rows)
-                    raise
-                if rows:
-                    logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
-                                 extra={"action": "claim", "runner_id": self.id})
-                    if len(rows) == self.claim_batch:
-                        self._wakeup.notify()  # there may be more: wake a colleague
-                    self._run_claimed(lane, saga, conn, rows)
-                    ran = True
-                elif not ran:
-                    with conn.transaction():
-                        due_in = lane.store.next_due(conn, saga.name, steps)
-                    if due_in is not None:
-                        # Due yet not claimed means locked by someone else (a caller's
-                        # open transaction): look again later, without spinning.
-                        idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
+        conn = self._connection(lane, held)
+        for saga in lane.sagas:
+            if self._stop.is_set():
+                return ran, 0.0
+            steps = list(saga.steps)
+            rows = []
+            try:
+                with conn.transaction():
+                    rows = lane.store.claim(conn, self.id, saga.name, steps,
+                                            self.claim_batch)
+                    # In flight before the claim commits: release_stale must never
+                    # see a claimed row that no thread owns.
+                    self._hold(r.id for r in rows)
+            except BaseException:
+                # The commit may have landed all the same: then release_stale hands
+                # the rows back, which it may only do once we let go of them.
+                self._let_go(r.id for r in rows)
+                raise
+            if rows:
+                logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
+                             extra={"action": "claim", "runner_id": self.id})
+                if len(rows) == self.claim_batch:
+                    self._wakeup.notify()  # there may be more: wake a colleague
+                self._run_claimed(lane, saga, conn, rows)
+                ran = True
+            elif not ran:
+                with conn.transaction():
+                    due_in = lane.store.next_due(conn, saga.name, steps)
+                if due_in is not None:
+                    # Due yet not claimed means locked by someone else (a caller's
+                    # open transaction): look again later, without spinning.
+                    idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
         return ran, idle_for
+
+    @staticmethod
+    def _connection(lane: Lane, held: dict[int, Conn]) -> Conn:
+        """The connection this worker thread holds for *lane*; a new one if it broke."""
+        conn = held.get(id(lane))
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                del held[id(lane)]
+                lane.pool.putconn(conn)  # the pool discards a broken connection
+            conn = held[id(lane)] = lane.pool.getconn(timeout=LANE_TIMEOUT)
+        return conn
 
     def _hold(self, ids: Iterable[int]) -> None:
         with self._in_flight_lock:
