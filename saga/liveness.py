@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 from .store import Conn
 
 if TYPE_CHECKING:
-    from .runner import Lane
+    from .lane import Lane
 
 logger = logging.getLogger(__name__)
 
