@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from saga import Saga
+from saga import JsonCodec, Saga
 from saga.testing import DOCKER_IMAGE, ENV_VAR, postgres_source, temporary_postgres
 from tests.helpers import Db, Registry
 
@@ -103,3 +103,9 @@ def slow_retry_saga(make_saga: Callable[..., Saga]) -> Saga:
 def app(make_saga: Callable[..., Saga]) -> Registry:
     """The API tests' "transfer" saga, with its steps debit, credit and webhook."""
     return Registry(make_saga("transfer"))
+
+
+@pytest.fixture
+def codec() -> JsonCodec:
+    """The default codec."""
+    return JsonCodec()
