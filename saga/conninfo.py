@@ -16,16 +16,25 @@ def describe(dsn: str) -> str:
     return " ".join(shown) or "<default connection>"
 
 
+def check_dsn(dsn: str, what: str = "dsn") -> str:
+    """Return *dsn* if libpq can parse it, else raise `ValueError` without echoing it
+    (libpq quotes the whole string in its complaint, password included)."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ValueError(f"{what} is not a valid connection string") from None
+    return dsn
+
+
 def check_connection(dsn: str, timeout: int = 5) -> None:
     """Connect once to fail early, with a one-line reason that names the database.
 
     Raise `ConnectionError`; its message never holds the DSN's password.
     """
     try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # libpq quotes the whole string in its complaint, password included.
-        raise ConnectionError("the DSN is not a valid connection string") from None
+        params = conninfo_to_dict(check_dsn(dsn, "the DSN"))
+    except ValueError as e:
+        raise ConnectionError(str(e)) from None
     try:
         psycopg.connect(dsn, connect_timeout=timeout).close()
     except psycopg.Error as e:

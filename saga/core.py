@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from .codecs import Codec, JsonCodec
+from .conninfo import check_dsn
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .migrate import migrate
 from .records import Instance, Status
@@ -30,6 +33,8 @@ BACKOFF_MAX: Final = 3600.0  # the cap of the exponential backoff
 POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
 MAX_NAME: Final = 128
 MAX_INSTANCE: Final = 512
+START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
+WAIT_RECHECK: Final = 5.0  # wait() re-reads the row this often even without a NOTIFY
 
 
 class Saga:
@@ -56,6 +61,8 @@ class Saga:
             raise ValueError("pass either dsn or pool, not both")
         if dsn is not None and not isinstance(dsn, str):
             raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
+        if dsn is not None:
+            check_dsn(dsn)
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
         if isinstance(codec, type):
@@ -150,13 +157,15 @@ class Saga:
         """What identifies the saga's database: its DSN, or its given pool."""
         if not self._owns_pool:
             return f"<pool {id(self._pool):#x}>"
-        dsn = self._dsn if self._dsn is not None else os.environ.get("SAGA_DSN")
+        if self._dsn is not None:
+            return self._dsn
+        dsn = os.environ.get("SAGA_DSN")
         if not dsn:
             raise ValueError(
                 f"saga {self.name!r} has no database: pass Saga(name, dsn) or pool=, "
                 "or set SAGA_DSN"
             )
-        return dsn
+        return check_dsn(dsn, "SAGA_DSN")
 
     def _open_pool(self, size: int) -> ConnectionPool[Any]:
         dsn = self._dsn = self.database()  # SAGA_DSN, read now, is the saga's DSN from now on
@@ -174,6 +183,7 @@ class Saga:
 
         Its own pool, if open, is closed; a pool passed in is left to its owner.
         """
+        check_dsn(dsn)
         with self._pool_lock:
             if self._pool is not None and self._owns_pool:
                 self._pool.close()
@@ -247,6 +257,51 @@ class Saga:
                                      encoded_state, seconds):
                 raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
 
+    def start_many(
+        self,
+        step: StepRef,
+        items: Mapping[str, object] | Iterable[tuple[str, object]],
+        *,
+        state: object = None,
+        delay: Delay | None = None,
+        conn: Conn | None = None,
+    ) -> list[str]:
+        """Create many instances at once, each due to run *step* with its own input.
+
+        *items* maps instance ids to inputs (or is an iterable of (instance, input)
+        pairs). Every input is checked before anything is written; the rows are then
+        inserted a few thousand per statement, in one transaction, with one wake-up.
+        Return the instance ids that already existed and so were not started (an id
+        given twice counts once as started, then as a duplicate), in the order given.
+        """
+        target = self.resolve(step)
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        instances: list[str] = []
+        inputs: list[str] = []
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise TypeError(f"items[{i}] must be an (instance, input) pair, got {pair!r}")
+            instances.append(check_text(f"items[{i}]: instance", pair[0], MAX_INSTANCE))
+            try:
+                inputs.append(target.encode_input(pair[1]))
+            except TypeError as e:
+                raise TypeError(f"items[{i}] (instance {pair[0]!r}): {e}") from e
+        encoded_state = None if state is None else target.encode_state(state)
+        seconds = delay_seconds(delay)
+        created: set[str] = set()
+        with self._transaction(conn) as c:
+            for at in range(0, len(instances), START_MANY_CHUNK):
+                created |= self.store.insert_many(
+                    c, self.name, target.name, instances[at:at + START_MANY_CHUNK],
+                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds)
+        duplicates = []
+        for instance in instances:
+            if instance in created:
+                created.discard(instance)  # a second occurrence is a duplicate
+            else:
+                duplicates.append(instance)
+        return duplicates
+
     def call(
         self,
         instance: str,
@@ -286,18 +341,100 @@ class Saga:
         if row is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
         (id_, name, instance_id, step, status, input, state, attempts, error,
-         run_after, runner_id, created_at, updated_at) = row
+         run_after, runner_id, created_at, updated_at, cancel_requested) = row
         return Instance(
             id=id_, name=name, instance=instance_id, step=step, status=Status(status),
             input=self._decode_loosely(step, input, "input"),
             state=self._decode_loosely(step, state, "state"),
             attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
-            created_at=created_at, updated_at=updated_at,
+            created_at=created_at, updated_at=updated_at, cancel_requested=cancel_requested,
         )
 
     def get_state(self, instance: str, *, conn: Conn | None = None) -> object:
         """Return the decoded state of *instance*; raise `SagaNotFound` if there is none."""
         return self.get(instance, conn=conn).state
+
+    def cancel(self, instance: str, *, conn: Conn | None = None) -> None:
+        """Cancel *instance*: a PENDING one becomes CANCELLED at once; a RUNNING one is
+        ended CANCELLED by its runner when its step returns (or fails), instead of going on.
+        A last step that finishes still completes it.
+
+        Raise `SagaNotFound` for an unknown instance and `ConcurrencyException` for one
+        that is finished already. With *conn*, the caller commits.
+        """
+        check_text("instance", instance, MAX_INSTANCE)
+        with self._transaction(conn) as c:
+            if self.store.cancel(c, self.name, instance) is not None:
+                return
+            status = self.store.status(c, self.name, instance)
+        self._refuse(instance, status, "cancelled")
+
+    def retry(self, instance: str, *, conn: Conn | None = None) -> None:
+        """Replay an ERROR instance: PENDING again at the step that failed, with its
+        input and state as they are and its attempts reset.
+
+        Raise `SagaNotFound` for an unknown instance and `ConcurrencyException` unless it
+        is in ERROR. With *conn*, the caller commits.
+        """
+        check_text("instance", instance, MAX_INSTANCE)
+        with self._transaction(conn) as c:
+            if self.store.retry(c, self.name, instance):
+                return
+            status = self.store.status(c, self.name, instance)
+        self._refuse(instance, status, "retried (only ERROR instances are)")
+
+    def _refuse(self, instance: str, status: int | None, what: str) -> None:
+        if status is None:
+            raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+        raise ConcurrencyException(
+            f"instance {instance!r} of saga {self.name!r} is {Status(status).name}: "
+            f"it cannot be {what}")
+
+    def wait(self, instance: str, timeout: float | None = None) -> Instance:
+        """Block until *instance* is COMPLETE, ERROR or CANCELLED; return its record.
+
+        Woken by a NOTIFY when it finishes (the row is also re-read every few seconds,
+        in case a notification is missed). Raise `TimeoutError` after *timeout* seconds
+        and `SagaNotFound` for an unknown instance.
+        """
+        check_text("instance", instance, MAX_INSTANCE)
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be None or >= 0 seconds, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.store.done_channel))
+        with self.store.tables_required(), self.pool.connection() as conn:
+            # LISTEN is committed before the first read: a finish after that read is
+            # sure to be notified.
+            conn.execute(listen)
+            conn.commit()
+            try:
+                self._wait_on(conn, instance, deadline)
+            finally:
+                if not conn.broken:  # the pool gets the connection back not listening
+                    conn.rollback()
+                    conn.execute("UNLISTEN *")
+                    conn.commit()
+        return self.get(instance)
+
+    def _wait_on(self, conn: Conn, instance: str, deadline: float | None) -> None:
+        while True:
+            found = self.store.done_status(conn, self.name, instance)
+            conn.commit()
+            if found is None:
+                raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+            row_id, status = found
+            if Status(status).finished:
+                return
+            pause = WAIT_RECHECK
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+                if pause <= 0:
+                    raise TimeoutError(
+                        f"instance {instance!r} of saga {self.name!r} is still "
+                        f"{Status(status).name}")
+            for note in conn.notifies(timeout=pause):
+                if note.payload == str(row_id):
+                    break
 
     def run(
         self,

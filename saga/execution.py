@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .errors import ConcurrencyException, SagaError
+from .records import Status
 from .steps import Continuation, Step
 from .store import Claimed, Conn, Lease, Store
 
@@ -41,6 +42,7 @@ class RunStats:
     completed: int = 0  # instances that became COMPLETE
     failed: int = 0  # instances that became ERROR
     retried: int = 0  # failed attempts sent back to PENDING with a backoff
+    cancelled: int = 0  # instances ended CANCELLED at a step boundary
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -50,7 +52,7 @@ class RunStats:
 
     def summary(self) -> str:
         return (f"{self.steps} steps run, {self.completed} completed, "
-                f"{self.failed} failed, {self.retried} retried")
+                f"{self.failed} failed, {self.retried} retried, {self.cancelled} cancelled")
 
 
 class StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -175,10 +177,15 @@ class Execution:
             if result.state is not None:
                 self.state_text = result.state
             if result.delay == 0 and not self.stopping.is_set():
-                self._check(store.run_on(conn, lease, following.name, result.input, result.state))
-                return following, result.input, lease._replace(attempt=1)
-            self._check(store.schedule(conn, lease, following.name, result.input, result.state,
-                                       result.delay))
+                status = self._check(store.run_on(conn, lease, following.name, result.input,
+                                                  result.state))
+                if status == Status.RUNNING:
+                    return following, result.input, lease._replace(attempt=1)
+            else:
+                status = self._check(store.schedule(conn, lease, following.name, result.input,
+                                                    result.state, result.delay))
+            if status == Status.CANCELLED:
+                self._cancelled(lease, following)
             return None
         try:
             encoded = None if result is None else self.saga.codec.encode(result)
@@ -192,15 +199,27 @@ class Execution:
         return None
 
     @staticmethod
-    def _check(written: bool) -> None:
-        if not written:
+    def _check(status: int | None) -> int:
+        if status is None:
             raise _LeaseLost
+        return status
+
+    def _cancelled(self, lease: Lease, following: Step) -> None:
+        self.stats.add(cancelled=1)
+        logger.info("instance %s cancelled before step %s", self.row.instance, following.name,
+                    extra={"action": "cancelled", "saga": self.saga.name,
+                           "instance": self.row.instance, "id": lease.id,
+                           "step": following.name})
 
     def _fail(self, lease: Lease, step: Step, *, final: bool, error: str) -> None:
         delay = 0.0 if final else backoff(self.saga, lease.attempt)
         error = error.replace("\x00", "\\x00")  # text columns cannot hold NUL
-        if not self._write(lambda conn: self.store.fail(conn, lease, error=error, final=final,
-                                                        delay=delay)):
+        status = self._write(lambda conn: self.store.fail(conn, lease, error=error, final=final,
+                                                          delay=delay))
+        if status is None:
+            return
+        if status == Status.CANCELLED:
+            self._cancelled(lease, step)
             return
         last_line = next((line for line in reversed(error.splitlines()) if line.strip()), "")
         extra = {"saga": self.saga.name, "instance": self.row.instance, "id": lease.id,

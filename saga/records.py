@@ -14,6 +14,12 @@ class Status(enum.IntEnum):
     RUNNING = 1  # claimed by a live runner
     COMPLETE = 2  # finished normally
     ERROR = 3  # SagaError, retries exhausted, or an undecodable row
+    CANCELLED = 4  # cancel(): the one extension of the original state machine
+
+    @property
+    def finished(self) -> bool:
+        """True for the end states: COMPLETE, ERROR and CANCELLED."""
+        return self >= Status.COMPLETE
 
     __module__ = "saga"
 
@@ -35,10 +41,11 @@ class Instance:
     runner_id: str | None
     created_at: datetime
     updated_at: datetime
+    cancel_requested: bool = False  # cancel() came while RUNNING: ends at the step boundary
 
     __module__ = "saga"
 
     @property
     def done(self) -> bool:
-        """True once the instance is COMPLETE or ERROR."""
-        return self.status in (Status.COMPLETE, Status.ERROR)
+        """True once the instance is COMPLETE, ERROR or CANCELLED."""
+        return self.status.finished

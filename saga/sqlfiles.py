@@ -39,12 +39,12 @@ def render(text: str, schema: str) -> str:
 
 
 @functools.cache
-def named_queries() -> dict[str, str]:
-    """The blocks of `queries.sql` by their `-- name:` (schema placeholders unfilled)."""
+def named_queries(file: str = "queries.sql") -> dict[str, str]:
+    """The blocks of *file* (in `sql/`) by their `-- name:` (schema placeholders unfilled)."""
     queries: dict[str, str] = {}
     name = None
     lines: list[str] = []
-    for line in (sql_dir() / "queries.sql").read_text().splitlines():
+    for line in (sql_dir() / file).read_text().splitlines():
         if line.startswith("-- name:"):
             if name:
                 queries[name] = _strip("\n".join(lines))

@@ -123,7 +123,9 @@ class Step:
 
     def _decode(self, text: str | None, which: int, what: str) -> object:
         if text is None:
-            return None
+            if which == 1:
+                return None  # no state yet: the normal start
+            text = "null"  # an input that is SQL NULL must fit the hint like a JSON null
         try:
             return self._typed(text, which)
         except ValueError as e:

@@ -47,7 +47,8 @@ class Store:
 
     def __init__(self, schema: str) -> None:
         self.schema = check_schema(schema)
-        self.channel = f"pgsaga_{schema}"  # LISTEN/NOTIFY channel of this schema
+        self.channel = f"pgsaga_{schema}"  # wakes the workers: something is due
+        self.done_channel = f"pgsaga_{schema}_done"  # wakes wait(): an instance finished
         self._q = {name: render(text, schema) for name, text in named_queries().items()}
 
     def __repr__(self) -> str:
@@ -90,6 +91,36 @@ class Store:
         }).fetchone()
         return row is not None
 
+    def insert_many(
+        self, conn: Conn, name: str, step: str, instances: Sequence[str],
+        inputs: Sequence[str], state: str | None, delay: float,
+    ) -> set[str]:
+        """Create PENDING instances in one statement; return the instance ids created."""
+        row = self._run(conn, "insert_many", {
+            "name": name, "step": step, "instances": list(instances), "inputs": list(inputs),
+            "state": state, "delay": delay, "channel": self.channel,
+        }).fetchone()
+        return set(row[0]) if row else set()
+
+    def cancel(self, conn: Conn, name: str, instance: str) -> int | None:
+        """Cancel a PENDING instance, or flag a RUNNING one; return the status it had
+        (None if it is not found or finished)."""
+        row = self._run(conn, "cancel_instance", {
+            "name": name, "instance": instance, "done_channel": self.done_channel,
+        }).fetchone()
+        return None if row is None else int(row[0])
+
+    def retry(self, conn: Conn, name: str, instance: str) -> bool:
+        """Send an ERROR instance back to PENDING; False if it is not in ERROR."""
+        return self._run(conn, "retry_instance", {
+            "name": name, "instance": instance, "channel": self.channel,
+        }).fetchone() is not None
+
+    def done_status(self, conn: Conn, name: str, instance: str) -> tuple[int, int] | None:
+        """The row id and status of an instance, or None."""
+        row = self._run(conn, "instance_done", {"name": name, "instance": instance}).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
     def status(self, conn: Conn, name: str, instance: str) -> int | None:
         row = self._run(conn, "instance_status", {"name": name, "instance": instance}).fetchone()
         return None if row is None else int(row[0])
@@ -113,35 +144,43 @@ class Store:
         row = self._run(conn, "next_due", {"name": name, "steps": list(steps)}).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def set_state(self, conn: Conn, lease: Lease, state: str) -> bool:
-        return self._write(conn, "set_state", lease, state=state)
+    # The transitions below are lease-guarded: each returns the row's new status, or None
+    # if the lease was lost (nothing changed).
 
-    def run_on(self, conn: Conn, lease: Lease, step: str, input: str, state: str | None) -> bool:
-        return self._write(conn, "run_on", lease, step=step, input=input, state=state)
+    def set_state(self, conn: Conn, lease: Lease, state: str) -> bool:
+        cur = self._run(conn, "set_state", {**lease._asdict(), "state": state})
+        return cur.rowcount > 0
+
+    def run_on(self, conn: Conn, lease: Lease, step: str, input: str,
+               state: str | None) -> int | None:
+        """Go on with *step* at once on this runner: RUNNING, or CANCELLED if asked."""
+        return self._transition(conn, "run_on", lease, step=step, input=input, state=state)
 
     def schedule(self, conn: Conn, lease: Lease, step: str, input: str, state: str | None,
-                 delay: float) -> bool:
-        return self._write(conn, "schedule", lease, step=step, input=input, state=state,
-                           delay=delay, channel=self.channel)
+                 delay: float) -> int | None:
+        """Back to PENDING, due in *delay* seconds with *step* (or CANCELLED if asked)."""
+        return self._transition(conn, "schedule", lease, step=step, input=input, state=state,
+                                delay=delay)
 
-    def complete(self, conn: Conn, lease: Lease, state: str | None) -> bool:
-        return self._write(conn, "complete", lease, state=state)
+    def complete(self, conn: Conn, lease: Lease, state: str | None) -> int | None:
+        return self._transition(conn, "complete", lease, state=state)
 
-    def fail(self, conn: Conn, lease: Lease, *, error: str, final: bool, delay: float) -> bool:
-        return self._write(conn, "fail", lease, status=3 if final else 0, error=error,
-                           delay=delay)
+    def fail(self, conn: Conn, lease: Lease, *, error: str, final: bool,
+             delay: float) -> int | None:
+        return self._transition(conn, "fail", lease, status=3 if final else 0, error=error,
+                                delay=delay)
 
-    def _write(self, conn: Conn, query: str, lease: Lease, **params: object) -> bool:
-        """Run a lease-guarded write; False if the lease was lost (nothing changed)."""
-        cur = self._run(conn, query, {
-            "id": lease.id, "runner_id": lease.runner_id, "attempt": lease.attempt, **params,
-        })
-        return cur.rowcount > 0
+    def _transition(self, conn: Conn, query: str, lease: Lease, **params: object) -> int | None:
+        row = self._run(conn, query, {
+            "id": lease.id, "runner_id": lease.runner_id, "attempt": lease.attempt,
+            "channel": self.channel, "done_channel": self.done_channel, **params,
+        }).fetchone()
+        return None if row is None else int(row[0])
 
     def release(self, conn: Conn, runner_id: str, ids: Sequence[int]) -> None:
         """Hand back claimed rows whose step never started."""
-        self._run(conn, "release",
-                  {"ids": list(ids), "runner_id": runner_id, "channel": self.channel})
+        self._run(conn, "release", {"ids": list(ids), "runner_id": runner_id,
+                                    "channel": self.channel, "done_channel": self.done_channel})
 
     # -- runners ------------------------------------------------------------------------
 
@@ -169,13 +208,14 @@ class Store:
         """
         dead = ([r for (r,) in self._run(conn, "reap_runners", {"margin": margin})]
                 if runners else [])
-        rows = self._run(conn, "recover_orphans", {"channel": self.channel}).fetchall()
+        rows = self._run(conn, "recover_orphans", {
+            "channel": self.channel, "done_channel": self.done_channel}).fetchall()
         return dead, sum(n for _, n, _ in rows)
 
     def release_stale(self, conn: Conn, runner_id: str, in_flight: Sequence[int],
                       age: float) -> int:
         rows = self._run(conn, "release_stale", {
             "runner_id": runner_id, "in_flight": list(in_flight), "age": age,
-            "channel": self.channel,
+            "channel": self.channel, "done_channel": self.done_channel,
         }).fetchall()
         return sum(n for _, n, _ in rows)

@@ -4,6 +4,10 @@
 -- that makes a write by a runner that lost the row (reaped, re-claimed) change nothing.
 -- Times are statement_timestamp() rather than now(), which is when the transaction began:
 -- in a caller's long transaction, or a `conn` step's, that can be long ago.
+-- Two NOTIFY channels: %(channel)s (payload: the saga name) wakes the workers when
+-- something becomes due; %(done_channel)s (payload: the row id) wakes `wait()` when an
+-- instance finishes. A cancel asked of a RUNNING row (cancel_requested) turns any
+-- transition back to PENDING, or on to the next step, into CANCELLED (4).
 
 -- name: insert_instance
 -- Create a PENDING instance and wake the workers on commit; no row if it exists already
@@ -31,11 +35,57 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM called;
 -- name: instance_status
 SELECT status FROM {schema}.instance WHERE name = %(name)s AND instance_id = %(instance)s;
 
+-- name: insert_many
+-- Create PENDING instances from parallel arrays in one statement, skipping those that
+-- exist; return the ids created, and wake the workers once.
+WITH created AS (
+    INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
+                                   created_at, updated_at)
+    SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
+           statement_timestamp() + make_interval(secs => %(delay)s),
+           statement_timestamp(), statement_timestamp()
+      FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[]) AS item(instance_id, input)
+    ON CONFLICT (name, instance_id) DO NOTHING
+    RETURNING instance_id)
+SELECT coalesce(array_agg(instance_id), '{{}}'),
+       CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, %(name)s) END
+  FROM created;
+
 -- name: get_instance
 SELECT id, name, instance_id, step, status, input::text, state::text, attempts, error,
-       run_after, runner_id, created_at, updated_at
+       run_after, runner_id, created_at, updated_at, cancel_requested
   FROM {schema}.instance
  WHERE name = %(name)s AND instance_id = %(instance)s;
+
+-- name: instance_done
+-- The status of an instance `wait()` waits for, and its row id (the payload to watch).
+SELECT id, status FROM {schema}.instance WHERE name = %(name)s AND instance_id = %(instance)s;
+
+-- name: cancel_instance
+-- PENDING becomes CANCELLED at once; RUNNING is flagged for its runner. Return the status
+-- the row had (no row: not found, or finished already).
+WITH target AS (
+    SELECT id, status FROM {schema}.instance
+     WHERE name = %(name)s AND instance_id = %(instance)s AND status IN (0, 1)
+       FOR UPDATE),
+cancelled AS (
+    UPDATE {schema}.instance AS i
+       SET status = CASE WHEN target.status = 0 THEN 4 ELSE 1 END,
+           cancel_requested = (target.status = 1),
+           updated_at = statement_timestamp()
+      FROM target WHERE i.id = target.id
+    RETURNING i.id, target.status AS was)
+SELECT was, CASE WHEN was = 0 THEN pg_notify(%(done_channel)s, id::text) END FROM cancelled;
+
+-- name: retry_instance
+-- Dead-letter replay: an ERROR instance goes back to PENDING at its step, attempts reset.
+WITH retried AS (
+    UPDATE {schema}.instance
+       SET status = 0, attempts = 0, error = NULL, runner_id = NULL, cancel_requested = false,
+           run_after = statement_timestamp(), updated_at = statement_timestamp()
+     WHERE name = %(name)s AND instance_id = %(instance)s AND status = 3
+    RETURNING id)
+SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 
 -- name: claim_due
 -- Lock up to `limit` due instances of known steps and mark them RUNNING under this runner.
@@ -64,44 +114,66 @@ UPDATE {schema}.instance SET state = %(state)s::jsonb, updated_at = statement_ti
 
 -- name: run_on
 -- An undelayed continuation on the same runner: the row stays RUNNING, the new step's
--- first attempt is this one.
-UPDATE {schema}.instance
-   SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
-       attempts = 1, error = NULL, run_after = statement_timestamp(), updated_at = statement_timestamp()
- WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s;
+-- first attempt is this one; unless a cancel was asked. Return the new status.
+WITH moved AS (
+    UPDATE {schema}.instance
+       SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
+           status = CASE WHEN cancel_requested THEN 4 ELSE 1 END,
+           runner_id = CASE WHEN cancel_requested THEN NULL ELSE runner_id END,
+           attempts = CASE WHEN cancel_requested THEN 0 ELSE 1 END,
+           error = NULL, run_after = statement_timestamp(), updated_at = statement_timestamp()
+     WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
+    RETURNING id, status)
+SELECT status, CASE WHEN status = 4 THEN pg_notify(%(done_channel)s, id::text) END FROM moved;
 
 -- name: schedule
 -- A continuation that waits (or that a stopping runner hands on): back to PENDING.
 WITH scheduled AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
-           status = 0, runner_id = NULL, attempts = 0, error = NULL,
+           status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
+           attempts = 0, error = NULL,
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
-    RETURNING name)
-SELECT pg_notify(%(channel)s, name) FROM scheduled;
+    RETURNING id, name, status)
+SELECT status, CASE WHEN status = 4 THEN pg_notify(%(done_channel)s, id::text)
+                    ELSE pg_notify(%(channel)s, name) END
+  FROM scheduled;
 
 -- name: complete
-UPDATE {schema}.instance
-   SET status = 2, state = coalesce(%(state)s::jsonb, state), runner_id = NULL, error = NULL,
-       updated_at = statement_timestamp()
- WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s;
+-- The last step finished: COMPLETE, even if a cancel came too late to stop anything.
+WITH completed AS (
+    UPDATE {schema}.instance
+       SET status = 2, state = coalesce(%(state)s::jsonb, state), runner_id = NULL, error = NULL,
+           updated_at = statement_timestamp()
+     WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
+    RETURNING id)
+SELECT 2, pg_notify(%(done_channel)s, id::text) FROM completed;
 
 -- name: fail
--- A failed attempt: back to PENDING after a backoff (status 0), or ERROR for good (status 3).
-UPDATE {schema}.instance
-   SET status = %(status)s, error = %(error)s, runner_id = NULL,
-       run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
- WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s;
+-- A failed attempt: back to PENDING after a backoff (status 0; CANCELLED instead if a
+-- cancel was asked), or ERROR for good (status 3). Return the new status.
+WITH failed AS (
+    UPDATE {schema}.instance
+       SET status = CASE WHEN %(status)s = 0 AND cancel_requested THEN 4 ELSE %(status)s END,
+           error = %(error)s, runner_id = NULL,
+           run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
+     WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
+    RETURNING id, status)
+SELECT status, CASE WHEN status <> 0 THEN pg_notify(%(done_channel)s, id::text) END FROM failed;
 
 -- name: release
 -- Hand back claimed rows whose step never started: the claim did not count.
 WITH released AS (
     UPDATE {schema}.instance
-       SET status = 0, runner_id = NULL, attempts = attempts - 1, updated_at = statement_timestamp()
+       SET status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
+           attempts = attempts - 1, updated_at = statement_timestamp()
      WHERE id = ANY(%(ids)s) AND runner_id = %(runner_id)s AND status = 1
-    RETURNING name)
-SELECT pg_notify(%(channel)s, name) FROM (SELECT DISTINCT name FROM released) AS names;
+    RETURNING id, name, status)
+SELECT pg_notify(%(channel)s, name)
+  FROM (SELECT DISTINCT name FROM released WHERE status = 0) AS names
+UNION ALL
+SELECT pg_notify(%(done_channel)s, id::text) FROM released WHERE status = 4;
 
 -- name: register_runner
 -- Again after being reaped, or from a second pool onto the same schema: merge what it serves.
@@ -140,19 +212,25 @@ WITH orphan AS (
        FOR UPDATE SKIP LOCKED),
 recovered AS (
     UPDATE {schema}.instance AS i
-       SET status = 0, runner_id = NULL, run_after = statement_timestamp(), updated_at = statement_timestamp(),
+       SET status = CASE WHEN i.cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
+           run_after = statement_timestamp(), updated_at = statement_timestamp(),
            error = 'runner ' || coalesce(i.runner_id, '?') || ' stopped during step ' || i.step
       FROM orphan WHERE i.id = orphan.id
-    RETURNING i.name)
-SELECT name, count(*), pg_notify(%(channel)s, name) FROM recovered GROUP BY name;
+    RETURNING i.id, i.name, i.status)
+SELECT name, count(*), pg_notify(%(channel)s, name) FROM recovered WHERE status = 0 GROUP BY name
+UNION ALL
+SELECT name, 1, pg_notify(%(done_channel)s, id::text) FROM recovered WHERE status = 4;
 
 -- name: release_stale
 -- This runner's own RUNNING rows that none of its threads works on any more (an outcome
 -- that could not be written, say during a database outage) go back to PENDING.
 WITH stale AS (
     UPDATE {schema}.instance
-       SET status = 0, runner_id = NULL, run_after = statement_timestamp(), updated_at = statement_timestamp()
+       SET status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
+           run_after = statement_timestamp(), updated_at = statement_timestamp()
      WHERE status = 1 AND runner_id = %(runner_id)s AND NOT (id = ANY(%(in_flight)s))
        AND updated_at < statement_timestamp() - make_interval(secs => %(age)s)
-    RETURNING name)
-SELECT name, count(*), pg_notify(%(channel)s, name) FROM stale GROUP BY name;
+    RETURNING id, name, status)
+SELECT name, count(*), pg_notify(%(channel)s, name) FROM stale WHERE status = 0 GROUP BY name
+UNION ALL
+SELECT name, 1, pg_notify(%(done_channel)s, id::text) FROM stale WHERE status = 4;

@@ -351,7 +351,7 @@ def test_reprs(dsn: str, schema: str) -> None:
 
 def test_status_values() -> None:
     assert [(s.name, s.value) for s in Status] == [
-        ("PENDING", 0), ("RUNNING", 1), ("COMPLETE", 2), ("ERROR", 3)
+        ("PENDING", 0), ("RUNNING", 1), ("COMPLETE", 2), ("ERROR", 3), ("CANCELLED", 4)
     ]
     assert Status(2) is Status.COMPLETE
     assert Status.ERROR == 3

@@ -151,13 +151,14 @@ def test_instance_table_columns_and_unique_key(dsn: str, migrated: str) -> None:
         with pytest.raises(psycopg.errors.UniqueViolation):
             c.execute(insert.format(table))
         with pytest.raises(psycopg.errors.CheckViolation):
-            c.execute(sql.SQL("UPDATE {} SET status = 4").format(table))
+            c.execute(sql.SQL("UPDATE {} SET status = 5").format(table))
+        c.execute(sql.SQL("UPDATE {} SET status = 4").format(table))  # CANCELLED, from 002
     assert columns == {
         "id": "bigint", "name": "text", "instance_id": "text", "step": "text",
         "input": "jsonb", "state": "jsonb", "status": "smallint",
         "run_after": "timestamp with time zone", "runner_id": "text", "attempts": "integer",
         "error": "text", "created_at": "timestamp with time zone",
-        "updated_at": "timestamp with time zone",
+        "updated_at": "timestamp with time zone", "cancel_requested": "boolean",
     }
 
 

@@ -32,12 +32,12 @@ def test_insert_get_and_status(conn: Conn, store: Store) -> None:
     got = store.get(conn, NAME, "a")
     assert got is not None
     (id_, name, instance_id, step, status, input, state, attempts, error, run_after,
-     runner_id, created_at, updated_at) = got
+     runner_id, created_at, updated_at, cancel_requested) = got
     assert isinstance(id_, int)
     assert (name, instance_id, step, status) == (NAME, "a", "reserve", 0)
     assert json.loads(input) == {"sku": "x"}  # text, for the codec
     assert json.loads(state) == {"n": 1}
-    assert (attempts, error, runner_id) == (0, None, None)
+    assert (attempts, error, runner_id, cancel_requested) == (0, None, None, False)
     assert run_after == created_at == updated_at
     assert run_after.tzinfo is not None
     assert store.status(conn, "other-saga", "a") is None
@@ -199,15 +199,15 @@ def test_run_on(conn: Conn, store: Store, db: Db) -> None:
     assert lease.attempt == 3
     before = db.row("a")
     for stale in stale_leases(lease):
-        assert not store.run_on(conn, stale, "charge", "9", None)
+        assert store.run_on(conn, stale, "charge", "9", None) is None
     assert db.row("a") == before
-    assert store.run_on(conn, lease, "charge", '{"next": 2}', None)
+    assert store.run_on(conn, lease, "charge", '{"next": 2}', None) == 1  # RUNNING
     r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("charge", {"next": 2}, {"s": 1})
     assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (1, RUNNER, 1, None)
     # the new step's first attempt is this one: the lease goes on with attempt 1
-    assert not store.run_on(conn, lease, "reserve", "1", None)
-    assert store.run_on(conn, lease._replace(attempt=1), "reserve", "3", '{"s": 2}')
+    assert store.run_on(conn, lease, "reserve", "1", None) is None
+    assert store.run_on(conn, lease._replace(attempt=1), "reserve", "3", '{"s": 2}') == 1
     r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("reserve", 3, {"s": 2})
 
@@ -217,16 +217,16 @@ def test_schedule(conn: Conn, store: Store, db: Db) -> None:
     lease = claim_one(conn, store, "a")
     before = db.row("a")
     for stale in stale_leases(lease):
-        assert not store.schedule(conn, stale, "charge", "2", None, 0.0)
+        assert store.schedule(conn, stale, "charge", "2", None, 0.0) is None
     assert db.row("a") == before
-    assert store.schedule(conn, lease, "charge", '"later"', None, 45.0)
+    assert store.schedule(conn, lease, "charge", '"later"', None, 45.0) == 0  # PENDING
     r = db.row("a")
     assert (r["step"], r["input"], r["state"]) == ("charge", "later", {"s": 1})
     assert (r["status"], r["runner_id"], r["attempts"], r["error"]) == (0, None, 0, None)
     assert r["run_after"] - r["updated_at"] == timedelta(seconds=45)
     assert not store.schedule(conn, lease, "charge", "2", None, 0.0)  # the lease is spent
     lease = claim_due_later(db, store, "a")
-    assert store.schedule(conn, lease, "reserve", "1", '{"s": 2}', 0.0)
+    assert store.schedule(conn, lease, "reserve", "1", '{"s": 2}', 0.0) == 0
     assert db.row("a")["state"] == {"s": 2}  # a new state replaces the old
 
 
@@ -246,14 +246,14 @@ def test_complete(conn: Conn, store: Store, db: Db) -> None:
     db.execute("UPDATE {s}.instance SET error = 'old' WHERE instance_id = 'a'")
     before = db.row("a")
     for stale in stale_leases(lease_a):
-        assert not store.complete(conn, stale, '"final"')
+        assert store.complete(conn, stale, '"final"') is None
     assert db.row("a") == before
-    assert store.complete(conn, lease_a, '"final"')
+    assert store.complete(conn, lease_a, '"final"') == 2
     r = db.row("a")
     assert (r["status"], r["state"], r["runner_id"], r["error"]) == (2, "final", None, None)
     assert r["attempts"] == 1  # kept on COMPLETE
-    assert not store.complete(conn, lease_a, '"again"')
-    assert store.complete(conn, lease_b, None)  # None keeps the state
+    assert store.complete(conn, lease_a, '"again"') is None
+    assert store.complete(conn, lease_b, None) == 2  # None keeps the state
     r = db.row("b")
     assert (r["status"], r["state"]) == (2, {"s": 1})
 
@@ -263,20 +263,20 @@ def test_fail_retry_and_final(conn: Conn, store: Store, db: Db) -> None:
     lease = claim_one(conn, store, "a")
     before = db.row("a")
     for stale in stale_leases(lease):
-        assert not store.fail(conn, stale, error="x", final=False, delay=1.0)
-        assert not store.fail(conn, stale, error="x", final=True, delay=0.0)
+        assert store.fail(conn, stale, error="x", final=False, delay=1.0) is None
+        assert store.fail(conn, stale, error="x", final=True, delay=0.0) is None
     assert db.row("a") == before
-    assert store.fail(conn, lease, error="Traceback: boom", final=False, delay=12.5)
+    assert store.fail(conn, lease, error="Traceback: boom", final=False, delay=12.5) == 0
     r = db.row("a")
     assert (r["status"], r["runner_id"], r["error"]) == (0, None, "Traceback: boom")
     assert r["attempts"] == 1  # counts claims: kept for the next claim to increment
     assert r["run_after"] - r["updated_at"] == timedelta(seconds=12.5)
     assert r["state"] == {"s": 1}
-    assert not store.fail(conn, lease, error="again", final=True, delay=0.0)
+    assert store.fail(conn, lease, error="again", final=True, delay=0.0) is None
 
     lease = claim_due_later(db, store, "a")
     assert lease.attempt == 2
-    assert store.fail(conn, lease, error="dead letter", final=True, delay=0.0)
+    assert store.fail(conn, lease, error="dead letter", final=True, delay=0.0) == 3
     r = db.row("a")
     assert (r["status"], r["runner_id"], r["error"], r["attempts"]) == (3, None, "dead letter", 2)
     assert store.claim(conn, RUNNER, NAME, STEPS, 10, now=db.now() + timedelta(days=1)) == []
@@ -353,7 +353,8 @@ def test_writes_that_make_rows_runnable_notify(
     assert store.call(conn, NAME, "a", "charge", "2", 0.0)
     assert payloads(listener, 1) == [NAME]
     claimed = {c.instance: c for c in store.claim(conn, RUNNER, NAME, STEPS, 10)}
-    assert store.schedule(conn, Lease(claimed["a"].id, RUNNER, 1), "reserve", "1", None, 0.0)
+    assert store.schedule(conn, Lease(claimed["a"].id, RUNNER, 1), "reserve", "1", None,
+                          0.0) == 0
     assert payloads(listener, 1) == [NAME]
     store.release(conn, RUNNER, [claimed["b"].id])
     assert payloads(listener, 1) == [NAME]

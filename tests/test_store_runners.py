@@ -65,7 +65,7 @@ def test_reap_recovers_the_rows_of_silent_runners(conn: Conn, store: Store, db: 
     add_claimed(conn, store, "d1", runner="dead")
     add_claimed(conn, store, "d2", runner="dead")
     add_claimed(conn, store, "a1", runner="alive")
-    assert store.complete(conn, add_claimed(conn, store, "done", runner="dead"), None)
+    assert store.complete(conn, add_claimed(conn, store, "done", runner="dead"), None) == 2
     add_claimed(conn, store, "orphan", runner="ghost")  # no runner row at all
     db.execute("UPDATE {s}.instance SET step = 'charge' WHERE instance_id = 'orphan'")
     age_runner(db, "dead", 120)

@@ -27,8 +27,8 @@ WORKER = (sys.executable, "-m", "saga.worker")
 CHAIN, OTHER = "tests.apps.chain:saga", "tests.apps.other:saga"
 CHAIN_MODULE = "tests.apps.chain"
 TIMEOUT = 30.0  # the longest any one worker command may take
-SUMMARY = re.compile(r"drained: \d+ steps run, \d+ completed, \d+ failed, \d+ retried "
-                     r"in \d+\.\ds")
+SUMMARY = re.compile(r"drained: \d+ steps run, \d+ completed, \d+ failed, \d+ retried, "
+                     r"\d+ cancelled in \d+\.\ds")
 
 
 def worker_env(dsn: str | None, schema: str | None) -> dict[str, str]:
@@ -157,7 +157,8 @@ def test_drain_runs_what_is_due_and_prints_a_summary(
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
     assert SUMMARY.fullmatch(line), line
-    assert line.startswith("drained: 62 steps run, 20 completed, 0 failed, 1 retried in ")
+    assert line.startswith(
+        "drained: 62 steps run, 20 completed, 0 failed, 1 retried, 0 cancelled in ")
     assert db.statuses() == {Status.COMPLETE: 20, Status.PENDING: 3}
     new = chain_saga.get("new")
     assert (new.status, new.attempts, new.error) == (Status.PENDING, 0, None)
@@ -180,7 +181,8 @@ def test_one_worker_runs_sagas_from_two_modules(
     result = run_worker(CHAIN, OTHER, "--drain", dsn=dsn, schema=schema)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("drained: 9 steps run, 5 completed, 0 failed, 0 retried in ")
+    assert result.stdout.startswith(
+        "drained: 9 steps run, 5 completed, 0 failed, 0 retried, 0 cancelled in ")
     assert db.statuses() == {Status.COMPLETE: 5}
     assert [other_saga.get(f"o{i}").status for i in (1, 2, 3)] == [Status.COMPLETE] * 3
 
