@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .errors import ConcurrencyException, SagaError
+from .lane import borrow, give_back
 from .records import Status
 from .steps import Continuation, Step
 from .store import Claimed, Conn, Lease, Store
@@ -80,7 +81,7 @@ class Execution:
     saga: Saga
     store: Store
     pool: ConnectionPool[Any]  # for checkpoints during `conn` steps, and after a failure
-    conn: Conn  # the worker thread's connection; replaced from the pool if it breaks
+    conn: Conn  # the worker thread's (autocommit) connection; replaced if it breaks
     row: Claimed
     runner_id: str
     stopping: threading.Event
@@ -256,12 +257,13 @@ class Execution:
         """The thread's connection, or a fresh pooled one if it broke."""
         if self.conn.broken or self.conn.closed:
             self._spare.close()  # a replacement that broke in turn goes back now
-            self.conn = self._spare.enter_context(self.pool.connection(timeout=timeout))
+            self.conn = borrow(self.pool, timeout)
+            self._spare.callback(give_back, self.pool, self.conn)
         return self.conn
 
     def _write(self, write: Callable[[Conn], T]) -> T:
-        """Run *write* in a transaction of its own; after a connection failure, retry on a
-        fresh connection until `patience` runs out.
+        """Run *write* (one statement) in a transaction of its own; after a connection
+        failure, retry on a fresh connection until `patience` runs out.
 
         The lease makes a repeated write harmless, and a step that finished should not
         run again because the database blinked while it ran.
@@ -271,8 +273,7 @@ class Execution:
         while True:
             try:
                 conn = self._usable(timeout=max(0.1, deadline - time.monotonic()))
-                with conn.transaction():
-                    return write(conn)
+                return write(conn)  # one statement, autocommitted: its own transaction
             except PoolClosed:
                 raise  # the runner is being shut down under us
             except (psycopg.OperationalError, PoolTimeout):

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from .execution import Execution, RunStats
-from .lane import Lane, Wakeup
+from .lane import Lane, Wakeup, borrow, give_back
 from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
 from .store import Claimed, Conn
 
@@ -240,7 +240,7 @@ class Runner:
         finally:
             for lane in self._lanes:
                 if id(lane) in held:
-                    lane.pool.putconn(held.pop(id(lane)))
+                    give_back(lane.pool, held.pop(id(lane)))
 
     def _work(self, drain: bool, held: dict[int, Conn]) -> None:
         failures = 0
@@ -313,19 +313,12 @@ class Runner:
             if self._stop.is_set():
                 return ran, 0.0
             steps = list(saga.steps)
-            rows = []
-            try:
-                with conn.transaction():
-                    rows = lane.store.claim(conn, self.id, saga.name, steps,
-                                            self.claim_batch)
-                    # In flight before the claim commits: release_stale must never
-                    # see a claimed row that no thread owns.
-                    self._hold(r.id for r in rows)
-            except BaseException:
-                # The commit may have landed all the same: then release_stale hands
-                # the rows back, which it may only do once we let go of them.
-                self._let_go(r.id for r in rows)
-                raise
+            # The claim commits on its own (autocommit); the rows are in flight a moment
+            # later. release_stale spares rows claimed in the last STALE_AGE seconds, so
+            # it never hands back a row between the two. If the claim fails after its
+            # commit landed, release_stale returns the rows once that age has passed.
+            rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
+            self._hold(r.id for r in rows)
             if rows:
                 logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
                              extra={"action": "claim", "runner_id": self.id})
@@ -334,8 +327,7 @@ class Runner:
                 self._run_claimed(lane, saga, conn, rows)
                 ran = True
             elif not ran:
-                with conn.transaction():
-                    due_in = lane.store.next_due(conn, saga.name, steps)
+                due_in = lane.store.next_due(conn, saga.name, steps)
                 if due_in is not None:
                     # Due yet not claimed means locked by someone else (a caller's
                     # open transaction): look again later, without spinning.
@@ -349,8 +341,8 @@ class Runner:
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 del held[id(lane)]
-                lane.pool.putconn(conn)  # the pool discards a broken connection
-            conn = held[id(lane)] = lane.pool.getconn(timeout=LANE_TIMEOUT)
+                give_back(lane.pool, conn)
+            conn = held[id(lane)] = borrow(lane.pool, timeout=LANE_TIMEOUT)
         return conn
 
     def _hold(self, ids: Iterable[int]) -> None:
@@ -369,8 +361,8 @@ class Runner:
         try:
             for i, row in enumerate(rows):
                 if self._stop.is_set():
-                    with conn.transaction():  # claimed but never started: hand them back
-                        lane.store.release(conn, self.id, [r.id for r in rows[i:]])
+                    # Claimed but never started: hand them back.
+                    lane.store.release(conn, self.id, [r.id for r in rows[i:]])
                     return
                 Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
                           self.stats, patience=self.heartbeat_timeout).run()
