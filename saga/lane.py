@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from .store import Conn, Store
+from .store import Claimed, Conn, Store
 
 if TYPE_CHECKING:
     from .core import Saga
@@ -62,6 +64,27 @@ class Lane:
     failures: int = 0  # consecutive failed cycles on this database
     retry_at: float = 0.0  # monotonic time before which workers skip this lane
     heartbeat: Heartbeat = field(init=False)
+    # Rows claimed in a batch and not started yet: whichever worker thread is free next
+    # takes one, so a batch never waits behind one thread's slow step while others idle.
+    claimed: deque[tuple[float, Saga, Claimed]] = field(default_factory=deque)
+
+    def buffer(self, saga: Saga, rows: list[Claimed]) -> None:
+        now = time.monotonic()
+        self.claimed.extend((now, saga, row) for row in rows)
+
+    def next_claimed(self) -> tuple[float, Saga, Claimed] | None:
+        """The oldest buffered row, with when it was claimed (monotonic), or None."""
+        try:
+            return self.claimed.popleft()  # atomic: no lock needed
+        except IndexError:
+            return None
+
+    def unclaim_all(self) -> list[Claimed]:
+        """Empty the buffer (at a stop): the rows to hand back."""
+        rows = []
+        while (item := self.next_claimed()) is not None:
+            rows.append(item[2])
+        return rows
 
     @property
     def serves(self) -> dict[str, list[str]]:

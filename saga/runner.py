@@ -163,6 +163,7 @@ class Runner:
             logger.warning("stopped at once: claimed rows return when the heartbeat lapses",
                            extra={"action": "abort", "runner_id": self.id})
             return
+        self._release_buffered()
         stragglers = [t.name for t in workers if t.is_alive()]
         if stragglers:
             logger.warning("%d step(s) still running after the %.0fs grace period: %s",
@@ -179,6 +180,22 @@ class Runner:
             except (psycopg.Error, PoolTimeout) as e:
                 logger.warning("could not delete runner row: %s", e,
                                extra={"action": "runner_delete_failed", "runner_id": self.id})
+
+    def _release_buffered(self) -> None:
+        """Hand back the rows claimed in a batch that no thread started."""
+        for lane in self._lanes:
+            rows = lane.unclaim_all()
+            if not rows:
+                continue
+            ids = [r.id for r in rows]
+            try:
+                with lane.pool.connection(timeout=5.0) as conn, conn.transaction():
+                    lane.store.release(conn, self.id, ids)
+            except (psycopg.Error, PoolTimeout) as e:  # recovered when the runner row goes
+                logger.warning("could not hand back %d claimed row(s): %s", len(ids), e,
+                               extra={"action": "release_failed", "runner_id": self.id})
+            finally:
+                self._let_go(ids)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -309,6 +326,8 @@ class Runner:
         ran = False
         idle_for = self.poll_interval
         conn = self._connection(lane, held)
+        if self._run_buffered(lane, conn):
+            return True, idle_for
         for saga in lane.sagas:
             if self._stop.is_set():
                 return ran, 0.0
@@ -322,9 +341,13 @@ class Runner:
             if rows:
                 logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
                              extra={"action": "claim", "runner_id": self.id})
-                if len(rows) == self.claim_batch:
-                    self._wakeup.notify()  # there may be more: wake a colleague
-                self._run_claimed(lane, saga, conn, rows)
+                # The rest of a batch is for whichever thread is free first (this one
+                # too, once done); a full batch means there may be more: wake one more.
+                lane.buffer(saga, rows[1:])
+                woken = len(rows) - 1 + (len(rows) == self.claim_batch)
+                if woken:
+                    self._wakeup.notify(woken)
+                self._run_claimed(lane, saga, conn, rows[0])
                 ran = True
             elif not ran:
                 due_in = lane.store.next_due(conn, saga.name, steps)
@@ -333,6 +356,22 @@ class Runner:
                     # open transaction): look again later, without spinning.
                     idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
         return ran, idle_for
+
+    def _run_buffered(self, lane: Lane, conn: Conn) -> bool:
+        """Run one row another thread claimed in a batch, if any; False if none."""
+        while (item := lane.next_claimed()) is not None:
+            claimed_at, saga, row = item
+            if time.monotonic() - claimed_at < self.heartbeat_timeout / 2:
+                self._run_claimed(lane, saga, conn, row)
+                return True
+            # Waited too long (every thread busy, or fenced): its lease may have lapsed,
+            # and running it might run a step another runner runs too. Hand it back;
+            # the lease guard makes that a no-op if it is someone else's by now.
+            try:
+                lane.store.release(conn, self.id, [row.id])
+            finally:
+                self._let_go([row.id])
+        return False
 
     @staticmethod
     def _connection(lane: Lane, held: dict[int, Conn]) -> Conn:
@@ -357,18 +396,15 @@ class Runner:
         with self._in_flight_lock:
             self._in_flight.difference_update(ids)
 
-    def _run_claimed(self, lane: Lane, saga: Saga, conn: Conn, rows: list[Claimed]) -> None:
+    def _run_claimed(self, lane: Lane, saga: Saga, conn: Conn, row: Claimed) -> None:
         try:
-            for i, row in enumerate(rows):
-                if self._stop.is_set():
-                    # Claimed but never started: hand them back.
-                    lane.store.release(conn, self.id, [r.id for r in rows[i:]])
-                    return
-                Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
-                          self.stats, patience=self.heartbeat_timeout).run()
-                self._let_go([row.id])
+            if self._stop.is_set():
+                lane.store.release(conn, self.id, [row.id])  # claimed, never started
+                return
+            Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
+                      self.stats, patience=self.heartbeat_timeout).run()
         finally:
-            self._let_go(r.id for r in rows)
+            self._let_go([row.id])
 
     # -- NOTIFY -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from .conninfo import check_connection, describe
 from .core import Saga
 from .errors import SagaException
 from .liveness import HEARTBEAT_TIMEOUT
-from .runner import GRACE, POLL_INTERVAL, Runner
+from .runner import CLAIM_BATCH, GRACE, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -85,9 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"(default {POLL_INTERVAL:g})")
     parser.add_argument("--grace", type=float, default=GRACE,
                         help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
+    parser.add_argument("--claim-batch", type=int, default=CLAIM_BATCH,
+                        help=f"due rows a worker thread claims at once (default {CLAIM_BATCH})")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.claim_batch < 1:
+        parser.error(f"--claim-batch must be at least 1, got {args.claim_batch}")
     for option in ("heartbeat_timeout", "poll_interval"):
         if not getattr(args, option) > 0:
             parser.error(f"--{option.replace('_', '-')} must be > 0")
@@ -110,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _connect(sagas, args.dsn)
         runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
-                        poll_interval=args.poll_interval, grace=args.grace)
+                        poll_interval=args.poll_interval, grace=args.grace,
+                        claim_batch=args.claim_batch)
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
     except (StartupError, SagaException, ValueError, ConnectionError) as e:

@@ -212,13 +212,14 @@ def test_a_bad_target_is_a_usage_error(
     assert result.stdout == ""
 
 
-def test_workers_must_be_positive(dsn: str, schema: str) -> None:
-    result = run_worker(CHAIN, "--workers", "0", dsn=dsn, schema=schema)
+@pytest.mark.parametrize("option", ["--workers", "--claim-batch"])
+def test_workers_and_claim_batch_must_be_positive(dsn: str, schema: str, option: str) -> None:
+    result = run_worker(CHAIN, option, "0", dsn=dsn, schema=schema)
 
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert errors == [errors[-1]]
-    assert "--workers must be at least 1, got 0" in errors[0]
+    assert f"{option} must be at least 1, got 0" in errors[0]
     assert result.stderr.splitlines()[-1] == errors[0]
 
 
