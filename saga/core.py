@@ -314,7 +314,9 @@ class Saga:
         """Make *step* the next step of a PENDING instance, with *input*, after *delay*.
 
         Raise `SagaNotFound` for an unknown instance and `ConcurrencyException` when it
-        is not PENDING (running or finished: retry later). With *conn*, the caller commits.
+        is not PENDING (running or finished), or when an earlier call's step has not
+        finished yet: a call is never silently replaced, so retry later. With *conn*,
+        the caller commits.
         """
         check_text("instance", instance, MAX_INSTANCE)
         target = self.resolve(step)
@@ -323,9 +325,14 @@ class Saga:
         with self._transaction(conn) as c:
             if self.store.call(c, self.name, instance, target.name, encoded, seconds):
                 return
-            status = self.store.status(c, self.name, instance)
-        if status is None:
+            found = self.store.status(c, self.name, instance)
+        if found is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
+        status, called = found
+        if status == Status.PENDING and called:
+            raise ConcurrencyException(
+                f"instance {instance!r} of saga {self.name!r} has an earlier call whose "
+                "step has not finished yet: call again once it has")
         if status == Status.PENDING:  # it was claimed, then handed back, while we looked
             raise ConcurrencyException(
                 f"instance {instance!r} of saga {self.name!r} changed while being called")
@@ -366,8 +373,8 @@ class Saga:
         with self._transaction(conn) as c:
             if self.store.cancel(c, self.name, instance) is not None:
                 return
-            status = self.store.status(c, self.name, instance)
-        self._refuse(instance, status, "cancelled")
+            found = self.store.status(c, self.name, instance)
+        self._refuse(instance, found, "cancelled")
 
     def retry(self, instance: str, *, conn: Conn | None = None) -> None:
         """Replay an ERROR instance: PENDING again at the step that failed, with its
@@ -380,14 +387,14 @@ class Saga:
         with self._transaction(conn) as c:
             if self.store.retry(c, self.name, instance):
                 return
-            status = self.store.status(c, self.name, instance)
-        self._refuse(instance, status, "retried (only ERROR instances are)")
+            found = self.store.status(c, self.name, instance)
+        self._refuse(instance, found, "retried (only ERROR instances are)")
 
-    def _refuse(self, instance: str, status: int | None, what: str) -> None:
-        if status is None:
+    def _refuse(self, instance: str, found: tuple[int, bool] | None, what: str) -> None:
+        if found is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
         raise ConcurrencyException(
-            f"instance {instance!r} of saga {self.name!r} is {Status(status).name}: "
+            f"instance {instance!r} of saga {self.name!r} is {Status(found[0]).name}: "
             f"it cannot be {what}")
 
     def wait(self, instance: str, timeout: float | None = None) -> Instance:

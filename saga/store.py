@@ -121,9 +121,10 @@ class Store:
         row = self._run(conn, "instance_done", {"name": name, "instance": instance}).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 
-    def status(self, conn: Conn, name: str, instance: str) -> int | None:
+    def status(self, conn: Conn, name: str, instance: str) -> tuple[int, bool] | None:
+        """The instance's status, and whether a call's step is still to finish; or None."""
         row = self._run(conn, "instance_status", {"name": name, "instance": instance}).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else (int(row[0]), bool(row[1]))
 
     def get(self, conn: Conn, name: str, instance: str) -> tuple[Any, ...] | None:
         """The instance's columns, in `get_instance`'s order, or None."""

@@ -23,17 +23,20 @@ WITH created AS (
 SELECT id, pg_notify(%(channel)s, %(name)s) FROM created;
 
 -- name: call_instance
--- Replace the next step and input of a PENDING instance and wake the workers on commit.
+-- Replace the next step and input of a PENDING instance and wake the workers on commit;
+-- unless an earlier call's step has not finished yet (`called`): that call must not be
+-- lost, so this one is refused. The step's successful end clears `called`.
 WITH called AS (
     UPDATE {schema}.instance
-       SET step = %(step)s, input = %(input)s::jsonb, attempts = 0, error = NULL,
+       SET step = %(step)s, input = %(input)s::jsonb, attempts = 0, error = NULL, called = true,
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
-     WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0
+     WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0 AND NOT called
     RETURNING id)
 SELECT id, pg_notify(%(channel)s, %(name)s) FROM called;
 
 -- name: instance_status
-SELECT status FROM {schema}.instance WHERE name = %(name)s AND instance_id = %(instance)s;
+SELECT status, called FROM {schema}.instance
+ WHERE name = %(name)s AND instance_id = %(instance)s;
 
 -- name: insert_many
 -- Create PENDING instances from parallel arrays in one statement, skipping those that
@@ -118,7 +121,7 @@ UPDATE {schema}.instance SET state = %(state)s::jsonb, updated_at = statement_ti
 WITH moved AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
-           status = CASE WHEN cancel_requested THEN 4 ELSE 1 END,
+           status = CASE WHEN cancel_requested THEN 4 ELSE 1 END, called = false,
            runner_id = CASE WHEN cancel_requested THEN NULL ELSE runner_id END,
            attempts = CASE WHEN cancel_requested THEN 0 ELSE 1 END,
            error = NULL, run_after = statement_timestamp(), updated_at = statement_timestamp()
@@ -132,7 +135,7 @@ WITH scheduled AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
            status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
-           attempts = 0, error = NULL,
+           attempts = 0, error = NULL, called = false,
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
     RETURNING id, name, status)
@@ -145,7 +148,7 @@ SELECT status, CASE WHEN status = 4 THEN pg_notify(%(done_channel)s, id::text)
 WITH completed AS (
     UPDATE {schema}.instance
        SET status = 2, state = coalesce(%(state)s::jsonb, state), runner_id = NULL, error = NULL,
-           updated_at = statement_timestamp()
+           called = false, updated_at = statement_timestamp()
      WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 AND attempts = %(attempt)s
     RETURNING id)
 SELECT 2, pg_notify(%(done_channel)s, id::text) FROM completed;
@@ -203,7 +206,8 @@ RETURNING id;
 
 -- name: recover_orphans
 -- RUNNING rows whose runner row is gone (reaped, or deleted by a stop that left a step
--- running) go back to PENDING, and the workers wake.
+-- running) go back to PENDING, and the workers wake. run_after stays as it was (in the
+-- past): recovered work keeps its place at the head of the queue.
 -- SKIP LOCKED: two reapers never wait on (or deadlock over) the same rows.
 WITH orphan AS (
     SELECT i.id FROM {schema}.instance AS i
@@ -213,7 +217,7 @@ WITH orphan AS (
 recovered AS (
     UPDATE {schema}.instance AS i
        SET status = CASE WHEN i.cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
-           run_after = statement_timestamp(), updated_at = statement_timestamp(),
+           updated_at = statement_timestamp(),
            error = 'runner ' || coalesce(i.runner_id, '?') || ' stopped during step ' || i.step
       FROM orphan WHERE i.id = orphan.id
     RETURNING i.id, i.name, i.status)
@@ -227,7 +231,7 @@ SELECT name, 1, pg_notify(%(done_channel)s, id::text) FROM recovered WHERE statu
 WITH stale AS (
     UPDATE {schema}.instance
        SET status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,
-           run_after = statement_timestamp(), updated_at = statement_timestamp()
+           updated_at = statement_timestamp()
      WHERE status = 1 AND runner_id = %(runner_id)s AND NOT (id = ANY(%(in_flight)s))
        AND updated_at < statement_timestamp() - make_interval(secs => %(age)s)
     RETURNING id, name, status)

@@ -157,11 +157,18 @@ def test_call_on_pending_replaces_step_and_input(app: Registry, db: Db) -> None:
     assert r.run_after == r.updated_at  # delay=None: due at once (it was an hour away)
     assert r.updated_at >= r.created_at
 
+    # A second call before the first one's step has run is refused: the first stands.
+    with pytest.raises(ConcurrencyException, match="earlier call whose step has not finished"):
+        s.call("c-1", "credit", TransferInput(9, "z"))
+    assert s.get("c-1").input == Confirmation(True)
+    db.execute("UPDATE {s}.instance SET called = false")  # as once the webhook step has run
+
     s.call("c-1", "credit", TransferInput(9, "z"), delay=timedelta(seconds=90))
     r = s.get("c-1")
     assert r.step == "credit"
     assert r.input == TransferInput(9, "z")
     assert r.run_after - r.updated_at == timedelta(seconds=90)
+    db.execute("UPDATE {s}.instance SET called = false")
     s.call("c-1", app.debit.fn, TransferInput(1, "f"), delay=1.5)
     r = s.get("c-1")
     assert r.step == "debit"

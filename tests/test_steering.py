@@ -98,6 +98,48 @@ def test_start_many_wakes_an_idle_worker(saga: Saga, db: Db) -> None:
     assert sorted(ran) == list(range(50))
 
 
+# -- call: never silently replaced ---------------------------------------------------------
+
+
+def test_a_call_waits_for_the_previous_calls_step_to_finish(saga: Saga, db: Db) -> None:
+    seen: list[str] = []
+
+    @saga.step
+    def event(input: str) -> object:
+        seen.append(input)
+        return waiting(None, delay=3600)
+
+    @saga.step
+    def waiting(input: object) -> None: ...
+
+    saga.start("i", waiting, None, delay=3600)
+    saga.call("i", event, "first")
+    with pytest.raises(ConcurrencyException, match="earlier call"):
+        saga.call("i", event, "second")
+    saga.run(workers=1, drain=True)  # the first call's step runs and waits again
+    saga.call("i", event, "second")
+    saga.run(workers=1, drain=True)
+    assert seen == ["first", "second"]
+
+
+def test_a_failing_called_step_keeps_its_call_until_it_succeeds(saga: Saga) -> None:
+    @saga.step
+    def event(input: str) -> None:
+        raise RuntimeError("not yet")
+
+    @saga.step
+    def waiting(input: object) -> None: ...
+
+    saga.start("i", waiting, None, delay=3600)
+    saga.call("i", event, "first")
+    saga.run(workers=1, drain=True)  # fails, and is retried later with the same input
+    row = saga.get("i")
+    assert (row.status, row.step, row.input, row.attempts) == (Status.PENDING, "event",
+                                                               "first", 1)
+    with pytest.raises(ConcurrencyException, match="earlier call"):
+        saga.call("i", event, "second")
+
+
 # -- cancel -------------------------------------------------------------------------------
 
 

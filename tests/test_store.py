@@ -28,7 +28,7 @@ def test_insert_get_and_status(conn: Conn, store: Store) -> None:
     assert store.status(conn, NAME, "a") is None
     assert store.get(conn, NAME, "a") is None
     assert store.insert(conn, NAME, "a", "reserve", '{"sku": "x"}', '{"n": 1}', 0.0)
-    assert store.status(conn, NAME, "a") == 0
+    assert store.status(conn, NAME, "a") == (0, False)
     got = store.get(conn, NAME, "a")
     assert got is not None
     (id_, name, instance_id, step, status, input, state, attempts, error, run_after,
@@ -88,7 +88,7 @@ def test_call_changes_nothing_unless_pending(
     before = db.row("a")
     assert not store.call(conn, NAME, "a", "charge", "2", 0.0)
     assert db.row("a") == before
-    assert store.status(conn, NAME, "a") == status
+    assert store.status(conn, NAME, "a") == (status, False)
 
 
 def test_call_of_unknown_instance(conn: Conn, store: Store) -> None:

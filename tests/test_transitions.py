@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from saga import Saga, SagaError, Status
+from saga import ConcurrencyException, Saga, SagaError, Status
 from tests.helpers import FAR, Db, running, seconds, wait_until
 
 
@@ -179,10 +179,11 @@ def test_call_on_pending_replaces_step_input_and_run_after(slow_retry_saga: Saga
     assert (row.status, row.step, row.input, row.attempts, row.error) == (Status.PENDING,
                                                                           "other", "new", 0, None)
     assert seconds(row.run_after, row.updated_at) == pytest.approx(FAR, abs=1e-3)
-    saga.call("i", other, "newer")
-    assert saga.get("i").run_after <= db.now()
+    with pytest.raises(ConcurrencyException, match="earlier call"):  # "new" must not be lost
+        saga.call("i", other, "newer")
+    db.make_due("i")
     saga.run(workers=1, drain=True)
-    assert ran == ["newer"]
+    assert ran == ["new"]
     assert saga.get("i").status is Status.COMPLETE
 
 
