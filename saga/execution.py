@@ -119,10 +119,7 @@ class Execution:
     def _attempt(self, lease: Lease, step: Step, input: object,
                  state: object) -> tuple[Step, str, Lease] | None:
         """Run *step* once and record its outcome; return what runs on at once, if anything."""
-        log = StepLogger(step_logger, {
-            "saga": self.saga.name, "instance": self.row.instance, "instance_pk": lease.id,
-            "step": step.name, "attempt": lease.attempt, "runner_id": self.runner_id,
-        })
+        log = StepLogger(step_logger, self._context(lease, step))
         set_state = self._set_state_for(lease, step)
         self.stats.add(steps=1)
         try:
@@ -163,7 +160,8 @@ class Execution:
 
     def _lost(self, lease: Lease, step: Step) -> None:
         logger.warning("lost instance %s to another runner during step %s; outcome dropped",
-                       lease.id, step.name, extra={"action": "lease_lost", "id": lease.id})
+                       self.row.instance, step.name,
+                       extra={"action": "lease_lost", **self._context(lease, step)})
 
     def _advance(self, conn: Conn, lease: Lease, step: Step,
                  result: object) -> tuple[Step, str, Lease] | None:
@@ -196,8 +194,13 @@ class Execution:
         self._check(store.complete(conn, lease, encoded))
         self.stats.add(completed=1)
         logger.debug("instance %s complete after step %s", self.row.instance, step.name,
-                     extra={"action": "complete", "saga": self.saga.name, "id": lease.id})
+                     extra={"action": "complete", **self._context(lease, step)})
         return None
+
+    def _context(self, lease: Lease, step: Step) -> dict[str, object]:
+        """What every log record about this instance carries (see saga.logs)."""
+        return {"saga": self.saga.name, "instance": self.row.instance, "id": lease.id,
+                "step": step.name, "attempt": lease.attempt, "runner": self.runner_id}
 
     @staticmethod
     def _check(status: int | None) -> int:
@@ -208,9 +211,7 @@ class Execution:
     def _cancelled(self, lease: Lease, following: Step) -> None:
         self.stats.add(cancelled=1)
         logger.info("instance %s cancelled before step %s", self.row.instance, following.name,
-                    extra={"action": "cancelled", "saga": self.saga.name,
-                           "instance": self.row.instance, "id": lease.id,
-                           "step": following.name})
+                    extra={"action": "cancelled", **self._context(lease, following)})
 
     def _fail(self, lease: Lease, step: Step, *, final: bool, error: str) -> None:
         delay = 0.0 if final else backoff(self.saga, lease.attempt)
@@ -223,8 +224,7 @@ class Execution:
             self._cancelled(lease, step)
             return
         last_line = next((line for line in reversed(error.splitlines()) if line.strip()), "")
-        extra = {"saga": self.saga.name, "instance": self.row.instance, "id": lease.id,
-                 "step": step.name, "attempt": lease.attempt}
+        extra = self._context(lease, step)
         if final:
             self.stats.add(failed=1)
             logger.error("instance %s failed in step %s: %s", self.row.instance, step.name,
@@ -280,7 +280,10 @@ class Execution:
                 if not (self.conn.broken or self.conn.closed) or time.monotonic() > deadline:
                     raise  # not the connection (a timeout, say), or out of patience
                 logger.warning("connection lost while recording instance %s; retrying",
-                               self.row.id, extra={"action": "write_retry", "id": self.row.id})
+                               self.row.instance, extra={
+                                   "action": "write_retry", "saga": self.saga.name,
+                                   "instance": self.row.instance, "id": self.row.id,
+                                   "runner": self.runner_id})
             _PAUSE.wait(pause)
             pause = min(2 * pause, 1.0)
 

@@ -73,7 +73,7 @@ class Heartbeat:
                 except Exception as e:  # never die: a silent runner gets reaped
                     self._steady_since = None
                     logger.warning("heartbeat failed: %s", e, extra={
-                        "action": "heartbeat_error", "runner_id": self.runner_id})
+                        "action": "heartbeat_error", "runner": self.runner_id})
                     if conn is not None:
                         conn.close()
                     conn = None
@@ -96,7 +96,7 @@ class Heartbeat:
             # Reaped while alive (a long pause or outage): our rows went back to PENDING,
             # and our leases no longer hold. Come back as the same runner.
             logger.warning("runner %s was reaped as dead; registering again", me,
-                           extra={"action": "runner_reregister", "runner_id": me})
+                           extra={"action": "runner_reregister", "runner": me})
             self.register(conn)
         self._last = began
         if self._steady_since is None:
@@ -106,9 +106,9 @@ class Heartbeat:
         dead, recovered = store.reap(conn, runners=reap, margin=margin)
         if dead or recovered:
             logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
-                           len(dead), dead, recovered, extra={"action": "reap", "runner_id": me})
+                           len(dead), dead, recovered, extra={"action": "reap", "runner": me})
         released = store.release_stale(conn, me, self._held(),
                                        max(STALE_AGE, 2 * self.interval))
         if released:
             logger.warning("%d instance(s) whose outcome was not recorded back to PENDING",
-                           released, extra={"action": "release_stale", "runner_id": me})
+                           released, extra={"action": "release_stale", "runner": me})

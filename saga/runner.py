@@ -124,7 +124,7 @@ class Runner:
                             lane.heartbeat.beat(conn, reap=True, margin=self.heartbeat_timeout)
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
-                        extra={"action": "runner_start", "runner_id": self.id})
+                        extra={"action": "runner_start", "runner": self.id})
             started = time.monotonic()
             service = [self._thread(f"saga-heartbeat-{i}", lane.heartbeat.loop, self._done)
                        for i, lane in enumerate(self._lanes)]
@@ -141,7 +141,7 @@ class Runner:
                 self._wakeup.notify(self.workers)
                 self._shut_down(workers, service)
             logger.info("runner %s stopped after %.1fs: %s", self.id, time.monotonic() - started,
-                        self.stats.summary(), extra={"action": "runner_stop", "runner_id": self.id})
+                        self.stats.summary(), extra={"action": "runner_stop", "runner": self.id})
         return self.stats
 
     def stop(self) -> None:
@@ -161,14 +161,14 @@ class Runner:
             # passes, but wait for nothing (the database may be what hangs).
             self._done.set()
             logger.warning("stopped at once: claimed rows return when the heartbeat lapses",
-                           extra={"action": "abort", "runner_id": self.id})
+                           extra={"action": "abort", "runner": self.id})
             return
         self._release_buffered()
         stragglers = [t.name for t in workers if t.is_alive()]
         if stragglers:
             logger.warning("%d step(s) still running after the %.0fs grace period: %s",
                            len(stragglers), self.grace, ", ".join(stragglers),
-                           extra={"action": "grace_expired", "runner_id": self.id})
+                           extra={"action": "grace_expired", "runner": self.id})
         self._done.set()
         for t in service:
             t.join(5.0)
@@ -179,7 +179,7 @@ class Runner:
                     lane.store.delete_runner(conn, self.id)
             except (psycopg.Error, PoolTimeout) as e:
                 logger.warning("could not delete runner row: %s", e,
-                               extra={"action": "runner_delete_failed", "runner_id": self.id})
+                               extra={"action": "runner_delete_failed", "runner": self.id})
 
     def _release_buffered(self) -> None:
         """Hand back the rows claimed in a batch that no thread started."""
@@ -193,7 +193,7 @@ class Runner:
                     lane.store.release(conn, self.id, ids)
             except (psycopg.Error, PoolTimeout) as e:  # recovered when the runner row goes
                 logger.warning("could not hand back %d claimed row(s): %s", len(ids), e,
-                               extra={"action": "release_failed", "runner_id": self.id})
+                               extra={"action": "release_failed", "runner": self.id})
             finally:
                 self._let_go(ids)
 
@@ -267,14 +267,14 @@ class Runner:
                 failures = 0
             except PoolClosed:
                 logger.error("the saga's pool was closed under the runner: stopping",
-                             extra={"action": "pool_closed", "runner_id": self.id})
+                             extra={"action": "pool_closed", "runner": self.id})
                 self.stop()
                 return
             except (psycopg.OperationalError, PoolTimeout) as e:
                 failures += 1
                 pause = self._retry_pause(failures)
                 logger.warning("database unavailable, retrying in %.1fs: %s", pause, e,
-                               extra={"action": "db_error", "runner_id": self.id})
+                               extra={"action": "db_error", "runner": self.id})
                 self._stop.wait(pause)
                 for lane in self._lanes:  # after a restart, drop the pool's dead connections
                     lane.pool.check()
@@ -340,7 +340,7 @@ class Runner:
             self._hold(r.id for r in rows)
             if rows:
                 logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
-                             extra={"action": "claim", "runner_id": self.id})
+                             extra={"action": "claim", "runner": self.id})
                 # The rest of a batch is for whichever thread is free first (this one
                 # too, once done); a full batch means there may be more: wake one more.
                 lane.buffer(saga, rows[1:])
@@ -425,5 +425,5 @@ class Runner:
                 failures += 1
                 pause = self._retry_pause(failures)
                 logger.warning("listener lost its connection, reconnecting in %.1fs: %s",
-                               pause, e, extra={"action": "listen_error", "runner_id": self.id})
+                               pause, e, extra={"action": "listen_error", "runner": self.id})
                 self._done.wait(pause)

@@ -17,6 +17,7 @@ from .conninfo import check_connection, describe
 from .core import Saga
 from .errors import SagaException
 from .liveness import HEARTBEAT_TIMEOUT
+from .logs import ContextFormatter, JsonFormatter
 from .runner import CLAIM_BATCH, GRACE, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -24,16 +25,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class StartupError(Exception):
     """A worker cannot start: the message says what is wrong, in one line."""
-
-
-class ContextFormatter(logging.Formatter):
-    """Append the saga context a record carries (a step's logger adds it) to the line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        context = [f"{key}={getattr(record, key)}" for key in ("saga", "instance", "step")
-                   if hasattr(record, key)]
-        return f"{line} [{' '.join(context)}]" if context else line
 
 
 def load_sagas(targets: Sequence[str]) -> list[Saga]:
@@ -77,6 +68,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run everything due, then exit (for cron)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text lines, or one JSON object per line (default text)")
     parser.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
                         help=f"seconds of silence before a runner counts as dead "
                         f"(default {HEARTBEAT_TIMEOUT:g})")
@@ -103,7 +96,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if args.log_format == "json"
+        else ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
         sagas = load_sagas(args.sagas)
