@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from .codecs import Codec, JsonCodec
-from .conninfo import check_dsn
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .migrate import migrate
+from .pools import Database
 from .records import Instance, Status
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
+from .waiting import wait_until_done
 
 if TYPE_CHECKING:
     from .runner import Runner, RunStats
@@ -30,11 +28,9 @@ StepRef = Step | str | StepFunction
 MAX_ATTEMPTS: Final = 25
 BACKOFF_BASE: Final = 1.0  # seconds before the first retry (before jitter)
 BACKOFF_MAX: Final = 3600.0  # the cap of the exponential backoff
-POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
 MAX_NAME: Final = 128
 MAX_INSTANCE: Final = 512
 START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
-WAIT_RECHECK: Final = 5.0  # wait() re-reads the row this often even without a NOTIFY
 
 
 class Saga:
@@ -57,14 +53,7 @@ class Saga:
         backoff_max: float = BACKOFF_MAX,
     ) -> None:
         self.name = check_text("name", name, MAX_NAME)
-        if dsn is not None and pool is not None:
-            raise ValueError("pass either dsn or pool, not both")
-        if dsn is not None and not isinstance(dsn, str):
-            raise TypeError(f"dsn must be a string, got {type(dsn).__name__}")
-        if dsn is not None:
-            check_dsn(dsn)
-        if pool is not None and not isinstance(pool, ConnectionPool):
-            raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        self._db = Database(self.name, dsn, pool)
         if isinstance(codec, type):
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
@@ -82,10 +71,6 @@ class Saga:
         self.backoff_max = float(backoff_max)
         self.steps: dict[str, Step] = {}
         self.store = Store(schema)
-        self._dsn = dsn
-        self._pool = pool
-        self._owns_pool = pool is None
-        self._pool_lock = threading.Lock()
         self._runner: Runner | None = None
 
     def __repr__(self) -> str:
@@ -138,77 +123,36 @@ class Saga:
     def dsn(self) -> str | None:
         """The DSN the saga's own pool connects to (None with a pool given, and before
         first use when it comes from SAGA_DSN)."""
-        return self._dsn
+        return self._db.dsn
 
     @property
     def has_pool(self) -> bool:
         """True if the saga was given a pool, or has opened its own."""
-        return self._pool is not None
+        return self._db.has_pool
 
     @property
     def pool(self) -> ConnectionPool[Any]:
         """The connection pool, opened on first use."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = self._open_pool(POOL_SIZE)
-            return self._pool
+        return self._db.pool
 
     def database(self) -> str:
         """What identifies the saga's database: its DSN, or its given pool."""
-        if not self._owns_pool:
-            return f"<pool {id(self._pool):#x}>"
-        if self._dsn is not None:
-            return self._dsn
-        dsn = os.environ.get("SAGA_DSN")
-        if not dsn:
-            raise ValueError(
-                f"saga {self.name!r} has no database: pass Saga(name, dsn) or pool=, "
-                "or set SAGA_DSN"
-            )
-        return check_dsn(dsn, "SAGA_DSN")
-
-    def _open_pool(self, size: int) -> ConnectionPool[Any]:
-        dsn = self._dsn = self.database()  # SAGA_DSN, read now, is the saga's DSN from now on
-        # check: a connection that died while idle in the pool (a database restart, a
-        # cut) is replaced when taken, instead of failing the caller's first query.
-        pool: ConnectionPool[Any] = ConnectionPool(
-            dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.name}",
-            check=ConnectionPool.check_connection,
-        )
-        pool.open()
-        return pool
+        return self._db.identity()
 
     def use_dsn(self, dsn: str) -> None:
         """Point the saga at another database (the worker's `--dsn`).
 
         Its own pool, if open, is closed; a pool passed in is left to its owner.
         """
-        check_dsn(dsn)
-        with self._pool_lock:
-            if self._pool is not None and self._owns_pool:
-                self._pool.close()
-            self._dsn, self._pool, self._owns_pool = dsn, None, True
+        self._db.use_dsn(dsn)
 
     def ensure_pool_size(self, size: int) -> ConnectionPool[Any]:
         """Return the pool, grown to at least *size* connections if the saga owns it."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = self._open_pool(max(size, POOL_SIZE))
-            elif self._pool.max_size < size:
-                if not self._owns_pool:
-                    raise ValueError(
-                        f"the pool of saga {self.name!r} has max_size={self._pool.max_size}: "
-                        f"the worker needs at least {size}"
-                    )
-                self._pool.resize(self._pool.min_size, size)
-            return self._pool
+        return self._db.ensure_pool_size(size)
 
     def close(self) -> None:
         """Close the saga's own pool (a pool passed in is the caller's to close)."""
-        with self._pool_lock:
-            if self._pool is not None and self._owns_pool:
-                self._pool.close()
-                self._pool = None
+        self._db.close()
 
     def init_db(self) -> list[str]:
         """Create or upgrade the schema; idempotent and safe from several processes at once.
@@ -408,40 +352,9 @@ class Saga:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be None or >= 0 seconds, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.store.done_channel))
-        with self.store.tables_required(), self.pool.connection() as conn:
-            # LISTEN is committed before the first read: a finish after that read is
-            # sure to be notified.
-            conn.execute(listen)
-            conn.commit()
-            try:
-                self._wait_on(conn, instance, deadline)
-            finally:
-                if not conn.broken:  # the pool gets the connection back not listening
-                    conn.rollback()
-                    conn.execute("UNLISTEN *")
-                    conn.commit()
+        with self.store.tables_required():
+            wait_until_done(self.pool, self.store, self.name, instance, deadline)
         return self.get(instance)
-
-    def _wait_on(self, conn: Conn, instance: str, deadline: float | None) -> None:
-        while True:
-            found = self.store.done_status(conn, self.name, instance)
-            conn.commit()
-            if found is None:
-                raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
-            row_id, status = found
-            if Status(status).finished:
-                return
-            pause = WAIT_RECHECK
-            if deadline is not None:
-                pause = min(pause, deadline - time.monotonic())
-                if pause <= 0:
-                    raise TimeoutError(
-                        f"instance {instance!r} of saga {self.name!r} is still "
-                        f"{Status(status).name}")
-            for note in conn.notifies(timeout=pause):
-                if note.payload == str(row_id):
-                    break
 
     def run(
         self,

@@ -28,7 +28,8 @@ def stream() -> Iterator[list[logging.LogRecord]]:
 
     handler, root = Collect(level=logging.DEBUG), logging.getLogger("saga")
     root.addHandler(handler)
-    level, root.level = root.level, logging.DEBUG
+    level = root.level
+    root.setLevel(logging.DEBUG)  # (setLevel, not .level =: it clears the loggers' caches)
     yield records
     root.removeHandler(handler)
     root.setLevel(level)

@@ -186,7 +186,7 @@ def test_two_runners_never_run_a_step_twice(make_saga: Callable[..., Saga], db: 
         def count(name: str, input: str, logger: logging.LoggerAdapter[Any]) -> None:
             with lock:
                 counts[input, name] += 1
-                runners[logger.extra["runner_id"]] += 1  # type: ignore[index]
+                runners[logger.extra["runner"]] += 1  # type: ignore[index]
 
         @s.step
         def one(input: str, state: object, set_state: object, logger: Any) -> object:
