@@ -94,15 +94,18 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 -- Lock up to `limit` due instances of known steps and mark them RUNNING under this runner.
 -- SKIP LOCKED lets concurrent claimers pass each other instead of queueing.
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
+-- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids become one array, found
+-- through the primary key, even in a generic plan (which cannot know how small `limit`
+-- is and would otherwise join against a scan of the whole table).
 UPDATE {schema}.instance
    SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
        updated_at = clock_timestamp()
- WHERE id IN (SELECT id FROM {schema}.instance
-               WHERE status = 0 AND name = %(name)s AND step = ANY(%(steps)s)
-                 AND run_after <= coalesce(%(now)s::timestamptz, statement_timestamp())
-               ORDER BY run_after
-               LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED)
+ WHERE id = ANY(ARRAY(SELECT id FROM {schema}.instance
+                       WHERE status = 0 AND name = %(name)s AND step = ANY(%(steps)s)
+                         AND run_after <= coalesce(%(now)s::timestamptz, statement_timestamp())
+                       ORDER BY run_after
+                       LIMIT %(limit)s
+                         FOR UPDATE SKIP LOCKED))
 RETURNING id, instance_id, step, input::text, state::text, attempts;
 
 -- name: next_due

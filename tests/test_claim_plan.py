@@ -1,0 +1,101 @@
+"""The claim query keeps using its partial index when the table is large.
+
+A claim that fell back to scanning the table would make every step cost as much as the
+backlog is long. The planner decides from statistics, so this looks at the plans of a
+table holding a real backlog, for a custom plan (each claim's own values) and for the
+generic plan the server may switch to once psycopg has prepared the query.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from psycopg import sql
+
+from saga.store import Store
+from tests.helpers import Db
+from tests.store_support import NAME, RUNNER, STEPS, store  # noqa: F401 (fixture)
+
+PENDING = 100_000  # due rows of the steps the worker serves
+FINISHED = 100_000  # COMPLETE rows, which the claim must not wade through
+OTHER = 50_000  # due rows of another saga
+
+
+@pytest.fixture
+def backlog(db: Db, store: Store) -> Store:  # noqa: F811
+    mine, others = PENDING, PENDING + OTHER
+    db.execute(
+        "INSERT INTO {s}.instance (name, instance_id, step, input, status, run_after)"
+        f" SELECT CASE WHEN n <= {mine} OR n > {others} THEN %s::text ELSE 'other' END,"
+        "        'i' || n, CASE WHEN n %% 2 = 0 THEN %s::text ELSE %s::text END, '1',"
+        f"       CASE WHEN n > {others} THEN 2 ELSE 0 END,"
+        "        now() - interval '1 hour' + n * interval '1 ms'"
+        f"  FROM generate_series(1, {others + FINISHED}) AS n",
+        NAME, STEPS[0], STEPS[1])
+    db.execute("ANALYZE {s}.instance")
+    return store
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def uses_due_index(plan: dict[str, Any]) -> bool:
+    """True if the due rows are found through instance_due_idx and nothing scans the
+    whole table (the claim's outer UPDATE finds its rows by primary key)."""
+    scans = [n for n in nodes(plan) if n.get("Relation Name") == "instance"]
+    return (any(n.get("Index Name") == "instance_due_idx" for n in scans)
+            and not any(n["Node Type"] == "Seq Scan" for n in scans))
+
+
+def positional(query: str) -> tuple[str, list[str]]:
+    """The query with $1, $2, ... for its %(name)s placeholders, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query), names
+
+
+TYPES = {"runner_id": "text", "name": "text", "steps": "text[]", "limit": "int",
+         "now": "timestamptz"}
+VALUES = {"runner_id": RUNNER, "name": NAME, "steps": STEPS, "limit": 1, "now": None}
+
+
+@pytest.mark.parametrize("query", ["claim_due", "next_due"])
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_claims_use_the_due_index_at_a_large_backlog(
+    db: Db, backlog: Store, query: str, mode: str
+) -> None:
+    text, names = positional(backlog._q[query])
+    types = ", ".join(TYPES[n] for n in names)
+    conn = db.conn
+    with conn.transaction(force_rollback=True):  # EXPLAIN of an UPDATE plans it only
+        conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+        conn.execute(f"PREPARE probe ({types}) AS {text}")
+        args = sql.SQL(", ").join(sql.Literal(VALUES[n]) for n in names)
+        [(plan,)] = conn.execute(
+            sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE probe ({})").format(args)).fetchall()
+        conn.execute("DEALLOCATE probe")
+    tree = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    assert uses_due_index(tree), json.dumps(tree, indent=1)
+
+
+def test_the_probe_can_tell_a_sequential_scan(db: Db, backlog: Store) -> None:
+    """The check above is not vacuous: with index scans off, it sees the difference."""
+    conn = db.conn
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL enable_indexscan = off")
+        conn.execute("SET LOCAL enable_bitmapscan = off")
+        [(plan,)] = conn.execute(f"EXPLAIN (FORMAT JSON) {backlog._q['claim_due']}",
+                                 VALUES).fetchall()
+    assert not uses_due_index(plan[0]["Plan"])
