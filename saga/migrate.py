@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 # database migrate independently.
 _LOCK = "SELECT pg_advisory_lock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
+# Only when the schema is missing: CREATE SCHEMA checks the database's CREATE privilege
+# even with IF NOT EXISTS, and a role that owns an existing schema may lack it.
+_CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
 _PREPARE = """
-CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.migration (
     version    integer     PRIMARY KEY,
     name       text        NOT NULL,
@@ -67,8 +69,12 @@ def _applied(conn: psycopg.Connection[Any], schema: str) -> set[int]:
 
 
 def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    found = conn.cursor(row_factory=tuple_row).execute(
+        "SELECT to_regnamespace(%s) IS NOT NULL", (render("{schema}", schema),)).fetchone()
+    if not (found and found[0]):
+        conn.execute(render(_CREATE_SCHEMA, schema))
     conn.execute(render(_PREPARE, schema))
-    table = render("{schema}.migration", schema)
+    record = render("INSERT INTO {schema}.migration (version, name) VALUES (%s, %s)", schema)
     done = _applied(conn, schema)
     applied = []
     for version, name, text in migrations():
@@ -76,9 +82,7 @@ def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
             continue
         with conn.transaction():
             conn.execute(render(text, schema))
-            conn.execute(
-                f"INSERT INTO {table} (version, name) VALUES (%s, %s)", (version, name)
-            )
+            conn.execute(record, (version, name))
         logger.info("applied migration %s to schema %s", name, schema,
                     extra={"action": "migrate", "schema": schema, "migration": name})
         applied.append(name)
