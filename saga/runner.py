@@ -84,6 +84,10 @@ class Runner:
         self.stats = RunStats()
         self._stop = threading.Event()  # stop claiming
         self._abort = threading.Event()  # a second signal: stop waiting for anything
+        # Signals received and not yet acted on. The handler only appends here: it runs
+        # in the main thread between two bytecodes, maybe while that thread holds the
+        # lock inside an Event or a Condition, so taking any lock there can deadlock.
+        self._signalled: list[int] = []
         self._done = threading.Event()  # heartbeat and listener end
         self._wakeup = Wakeup(workers)
         self._lanes: list[Lane] = []
@@ -136,6 +140,7 @@ class Runner:
             try:
                 while any(t.is_alive() for t in workers) and not self._stop.is_set():
                     self._stop.wait(0.2)
+                    self._take_signals()
             finally:
                 self._stop.set()
                 self._wakeup.notify(self.workers)
@@ -154,6 +159,7 @@ class Runner:
         for t in workers:
             while t.is_alive() and not self._abort.is_set():
                 t.join(min(0.2, max(0.0, deadline - time.monotonic())))
+                self._take_signals()
                 if time.monotonic() >= deadline:
                     break
         if self._abort.is_set():
@@ -204,12 +210,7 @@ class Runner:
             return
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self._stop.is_set():
-                self._abort.set()
-            else:
-                logger.info("%s: stopping gracefully (again to stop at once)",
-                            signal.Signals(signum).name, extra={"action": "signal"})
-                self.stop()
+            self._signalled.append(signum)  # list.append takes no lock: see __init__
 
         previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -217,6 +218,18 @@ class Runner:
         finally:
             for s, old in previous.items():
                 signal.signal(s, old)
+
+    def _take_signals(self) -> None:
+        """Act on the signals received (from the main thread's wait loops): the first
+        stops gracefully, a second at once."""
+        while self._signalled:
+            signum = self._signalled.pop(0)
+            if self._stop.is_set():
+                self._abort.set()
+            else:
+                logger.info("%s: stopping gracefully (again to stop at once)",
+                            signal.Signals(signum).name, extra={"action": "signal"})
+                self.stop()
 
     @property
     def aborted(self) -> bool:
