@@ -92,27 +92,39 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 
 -- name: claim_due
 -- Lock up to `limit` due instances of known steps and mark them RUNNING under this runner.
--- SKIP LOCKED lets concurrent claimers pass each other instead of queueing.
+-- The due rows are looked up step by step (LATERAL, one range of instance_due_idx per
+-- step), then the earliest are taken: rows of steps this runner does not serve are never
+-- visited, however many there are. SKIP LOCKED lets concurrent claimers pass each other
+-- instead of queueing; a row locked but not among the earliest is unlocked at commit.
+-- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids are found through the primary
+-- key even in a generic plan (which cannot know how small `limit` is).
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
--- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids become one array, found
--- through the primary key, even in a generic plan (which cannot know how small `limit`
--- is and would otherwise join against a scan of the whole table).
 UPDATE {schema}.instance
    SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
        updated_at = clock_timestamp()
- WHERE id = ANY(ARRAY(SELECT id FROM {schema}.instance
-                       WHERE status = 0 AND name = %(name)s AND step = ANY(%(steps)s)
-                         AND run_after <= coalesce(%(now)s::timestamptz, statement_timestamp())
-                       ORDER BY run_after
-                       LIMIT %(limit)s
-                         FOR UPDATE SKIP LOCKED))
+ WHERE id = ANY(ARRAY(
+        SELECT due.id
+          FROM unnest(%(steps)s::text[]) AS wanted(step)
+         CROSS JOIN LATERAL (
+               SELECT id, run_after FROM {schema}.instance
+                WHERE status = 0 AND name = %(name)s AND step = wanted.step
+                  AND run_after <= coalesce(%(now)s::timestamptz, statement_timestamp())
+                ORDER BY run_after
+                LIMIT %(limit)s
+                  FOR UPDATE SKIP LOCKED) AS due
+         ORDER BY due.run_after
+         LIMIT %(limit)s))
 RETURNING id, instance_id, step, input::text, state::text, attempts;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
-SELECT extract(epoch FROM min(run_after) - statement_timestamp())::float8
-  FROM {schema}.instance
- WHERE status = 0 AND name = %(name)s AND step = ANY(%(steps)s);
+SELECT extract(epoch FROM min(first.run_after) - statement_timestamp())::float8
+  FROM unnest(%(steps)s::text[]) AS wanted(step)
+ CROSS JOIN LATERAL (
+       SELECT run_after FROM {schema}.instance
+        WHERE status = 0 AND name = %(name)s AND step = wanted.step
+        ORDER BY run_after
+        LIMIT 1) AS first;
 
 -- name: set_state
 UPDATE {schema}.instance SET state = %(state)s::jsonb, updated_at = statement_timestamp()

@@ -99,3 +99,24 @@ def test_the_probe_can_tell_a_sequential_scan(db: Db, backlog: Store) -> None:
         [(plan,)] = conn.execute(f"EXPLAIN (FORMAT JSON) {backlog._q['claim_due']}",
                                  VALUES).fetchall()
     assert not uses_due_index(plan[0]["Plan"])
+
+
+def test_a_backlog_of_an_unserved_step_costs_a_claim_nothing(db: Db, store: Store) -> None:  # noqa: F811
+    """Rows of a step no worker serves (a deploy removed it), due before everything else,
+    are never visited: the claim reads a handful of pages, not the backlog."""
+    db.execute(
+        "INSERT INTO {s}.instance (name, instance_id, step, input, run_after)"
+        " SELECT %s::text, 'gone' || n, 'removed_step', '1',"
+        "        now() - interval '2 hours' + n * interval '1 ms'"
+        "   FROM generate_series(1, 100000) AS n", NAME)
+    db.execute("INSERT INTO {s}.instance (name, instance_id, step, input, run_after)"
+               " VALUES (%s, 'mine', %s, '1', now() - interval '1 minute')", NAME, STEPS[0])
+    db.execute("ANALYZE {s}.instance")
+    conn = db.conn
+    with conn.transaction(force_rollback=True):
+        [(plan,)] = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                                 f"{store._q['claim_due']}", VALUES).fetchall()
+    top = plan[0]["Plan"]
+    assert top["Actual Rows"] == 1
+    pages = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    assert pages < 100, json.dumps(top, indent=1)

@@ -136,7 +136,7 @@ def test_partial_due_index_exists(dsn: str, migrated: str) -> None:
     assert found is not None, "instance_due_idx is missing"
     indexdef, predicate, table = found
     assert table == f"{migrated}.instance"
-    assert "(name, run_after)" in indexdef
+    assert "(name, step, run_after)" in indexdef  # from 003
     assert predicate == "(status = 0)"
 
 
