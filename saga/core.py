@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .migrate import migrate
-from .pools import Database
+from .pools import Database, autocommit
 from .records import Instance, Status
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
@@ -163,16 +163,25 @@ class Saga:
             return migrate(conn, self.schema)
 
     @contextmanager
-    def _transaction(self, conn: Conn | None) -> Iterator[Conn]:
-        """The caller's connection as it is, or a pooled one inside a transaction."""
+    def _connection(self, conn: Conn | None, *, atomic: bool = False) -> Iterator[Conn]:
+        """The caller's connection as it is; else a pooled one in autocommit mode.
+
+        Each operation of the API is one statement that decides alone (a read after it
+        only explains a refusal), so on the saga's own connection it commits by itself,
+        in one round trip; *atomic* wraps several statements in one transaction.
+        """
         if conn is not None:
             if not isinstance(conn, psycopg.Connection):
                 raise TypeError(f"conn must be a psycopg.Connection, got {conn!r}")
             with self.store.tables_required():
                 yield conn  # the caller commits or rolls back; we never do
             return
-        with self.store.tables_required(), self.pool.connection() as own, own.transaction():
-            yield own
+        with self.store.tables_required(), autocommit(self.pool) as own:
+            if atomic:
+                with own.transaction():
+                    yield own
+            else:
+                yield own
 
     # -- the blocking API ---------------------------------------------------------------
 
@@ -196,7 +205,7 @@ class Saga:
         encoded = target.encode_input(input)
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
-        with self._transaction(conn) as c:
+        with self._connection(conn) as c:
             if not self.store.insert(c, self.name, instance, target.name, encoded,
                                      encoded_state, seconds):
                 raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
@@ -233,7 +242,7 @@ class Saga:
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
         created: set[str] = set()
-        with self._transaction(conn) as c:
+        with self._connection(conn, atomic=True) as c:
             for at in range(0, len(instances), START_MANY_CHUNK):
                 created |= self.store.insert_many(
                     c, self.name, target.name, instances[at:at + START_MANY_CHUNK],
@@ -266,7 +275,7 @@ class Saga:
         target = self.resolve(step)
         encoded = target.encode_input(input)
         seconds = delay_seconds(delay)
-        with self._transaction(conn) as c:
+        with self._connection(conn) as c:
             if self.store.call(c, self.name, instance, target.name, encoded, seconds):
                 return
             found = self.store.status(c, self.name, instance)
@@ -287,7 +296,7 @@ class Saga:
     def get(self, instance: str, *, conn: Conn | None = None) -> Instance:
         """Return the record of *instance*; raise `SagaNotFound` if there is none."""
         check_text("instance", instance, MAX_INSTANCE)
-        with self._transaction(conn) as c:
+        with self._connection(conn) as c:
             row = self.store.get(c, self.name, instance)
         if row is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
@@ -314,7 +323,7 @@ class Saga:
         that is finished already. With *conn*, the caller commits.
         """
         check_text("instance", instance, MAX_INSTANCE)
-        with self._transaction(conn) as c:
+        with self._connection(conn) as c:
             if self.store.cancel(c, self.name, instance) is not None:
                 return
             found = self.store.status(c, self.name, instance)
@@ -328,7 +337,7 @@ class Saga:
         is in ERROR. With *conn*, the caller commits.
         """
         check_text("instance", instance, MAX_INSTANCE)
-        with self._transaction(conn) as c:
+        with self._connection(conn) as c:
             if self.store.retry(c, self.name, instance):
                 return
             found = self.store.status(c, self.name, instance)

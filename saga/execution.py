@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from .errors import ConcurrencyException, SagaError
-from .lane import borrow, give_back
+from .pools import borrow, give_back
 from .records import Status
 from .steps import Continuation, Step
 from .store import Claimed, Conn, Lease, Store

@@ -3,10 +3,8 @@ wake-up that idle workers sleep on."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -109,33 +107,3 @@ class Lane:
             conn.execute(sql.SQL("SET statement_timeout = {}").format(
                 sql.Literal(max(1, int(statement_timeout * 1000)))))
         return conn
-
-
-# The autocommit mode each pool hands its connections out in, to give them back so.
-_POOL_MODE: weakref.WeakKeyDictionary[ConnectionPool[Any], bool] = weakref.WeakKeyDictionary()
-
-
-def borrow(pool: ConnectionPool[Any], timeout: float | None = None) -> Conn:
-    """A pooled connection in autocommit mode, for a worker.
-
-    Each of the worker's writes is one statement, so autocommit makes it one round trip
-    instead of three (BEGIN, the statement, COMMIT); a `conn` step opens its own
-    transaction block with `conn.transaction()`. `give_back` restores the pool's mode.
-    """
-    conn: Conn = pool.getconn(timeout=timeout)
-    try:
-        _POOL_MODE.setdefault(pool, conn.autocommit)
-        conn.autocommit = True
-    except BaseException:
-        pool.putconn(conn)
-        raise
-    return conn
-
-
-def give_back(pool: ConnectionPool[Any], conn: Conn) -> None:
-    """Return a connection from `borrow` to its pool as the pool made it."""
-    idle = psycopg.pq.TransactionStatus.IDLE
-    if not (conn.closed or conn.broken) and conn.info.transaction_status == idle:
-        with contextlib.suppress(psycopg.Error):
-            conn.autocommit = _POOL_MODE.get(pool, False)
-    pool.putconn(conn)  # the pool discards a broken connection and rolls back an open one

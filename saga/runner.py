@@ -23,8 +23,9 @@ from psycopg import sql
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from .execution import Execution, RunStats
-from .lane import Lane, Wakeup, borrow, give_back
+from .lane import Lane, Wakeup
 from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
+from .pools import borrow, give_back
 from .store import Claimed, Conn
 
 if TYPE_CHECKING:
