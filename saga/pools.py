@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from .conninfo import check_dsn
 Conn = psycopg.Connection[Any]
 
 POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
+FRESH: Final = 1.0  # seconds after its last use during which a connection is not checked
 
 
 class Database:
@@ -66,11 +68,9 @@ class Database:
 
     def _open(self, size: int) -> ConnectionPool[Any]:
         dsn = self.dsn = self.identity()  # SAGA_DSN, read now, is the DSN from now on
-        # check: a connection that died while idle in the pool (a database restart, a
-        # cut) is replaced when taken, instead of failing the caller's first query.
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.owner}",
-            check=ConnectionPool.check_connection,
+            check=_check, reset=_returned,
         )
         pool.open()
         return pool
@@ -144,3 +144,22 @@ def autocommit(pool: ConnectionPool[Any], timeout: float | None = None) -> Itera
         yield conn
     finally:
         give_back(pool, conn)
+
+
+# When each pooled connection was last given back (see `_check`).
+_RETURNED_AT: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+
+def _returned(conn: Conn) -> None:
+    _RETURNED_AT[conn] = time.monotonic()
+
+
+def _check(conn: Conn) -> None:
+    """Check a connection as the pool hands it out, unless it was in use a moment ago.
+
+    A connection that died while idle in the pool (a database restart, a cut) is then
+    replaced instead of failing the caller's first query. The check costs a round trip,
+    which a busy application (an API call on every request) need not pay each time.
+    """
+    if time.monotonic() - _RETURNED_AT.get(conn, float("-inf")) > FRESH:
+        ConnectionPool.check_connection(conn)
