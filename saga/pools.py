@@ -70,7 +70,7 @@ class Database:
         dsn = self.dsn = self.identity()  # SAGA_DSN, read now, is the DSN from now on
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.owner}",
-            check=_check, reset=_returned,
+            check=_check,
         )
         pool.open()
         return pool
@@ -133,6 +133,7 @@ def give_back(pool: ConnectionPool[Any], conn: Conn) -> None:
     if not (conn.closed or conn.broken) and conn.info.transaction_status == idle:
         with contextlib.suppress(psycopg.Error):
             conn.autocommit = _POOL_MODE.get(pool, False)
+    _RETURNED_AT[conn] = time.monotonic()
     pool.putconn(conn)  # the pool discards a broken connection and rolls back an open one
 
 
@@ -146,12 +147,10 @@ def autocommit(pool: ConnectionPool[Any], timeout: float | None = None) -> Itera
         give_back(pool, conn)
 
 
-# When each pooled connection was last given back (see `_check`).
+# When each connection was last given back through `give_back` (see `_check`). Not the
+# pool's `reset` callback: with one, the pool takes connections back in a background
+# task, so the next caller may find none ready.
 _RETURNED_AT: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-
-
-def _returned(conn: Conn) -> None:
-    _RETURNED_AT[conn] = time.monotonic()
 
 
 def _check(conn: Conn) -> None:
