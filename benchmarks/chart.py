@@ -18,6 +18,12 @@ from .harness import RESULTS_DIR, Result
 PATH: Final = Path(__file__).resolve().parent / "threads.png"
 
 
+def default_path(results_dir: Path) -> Path:
+    """Where a run writing to *results_dir* draws its chart: the README's chart for the
+    default folder, else beside the results (a trial run must not replace it)."""
+    return PATH if results_dir.resolve() == RESULTS_DIR.resolve() else results_dir / PATH.name
+
+
 def draw(result: Result, path: Path = PATH) -> Path:
     """Draw *result* (a throughput result) to *path* as a PNG; return the path."""
     import matplotlib

@@ -119,7 +119,9 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1,
                    help="runs per configuration, the median reported (default 1; 3 to "
                    "compare two versions on a busy machine)")
-    p.add_argument("--chart", type=Path, default=chart.PATH, help="where to draw the chart")
+    p.add_argument("--chart", type=Path,
+                   help="where to draw the chart (default benchmarks/threads.png, or "
+                   "threads.png in --results when that is not the default)")
     return p
 
 
@@ -127,7 +129,7 @@ def execute(db: Database, args: argparse.Namespace) -> Result:
     return run(db, sagas=args.sagas or (1_000 if args.quick else SAGAS),
                threads=[int(t) for t in args.threads.split(",")],
                limit_seconds=2 if args.quick else LIMIT_SECONDS, repeat=args.repeat,
-               results_dir=args.results, chart_path=args.chart)
+               results_dir=args.results, chart_path=args.chart or chart.default_path(args.results))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

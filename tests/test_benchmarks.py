@@ -24,7 +24,7 @@ from benchmarks import (
     throughput,
 )
 from benchmarks.__main__ import main as run_suite
-from benchmarks.harness import Database, percentile
+from benchmarks.harness import RESULTS_DIR, Database, percentile
 from saga.testing import pgbench_path
 
 needs_pgbench = pytest.mark.skipif(pgbench_path() is None, reason="no pgbench binary")
@@ -113,9 +113,10 @@ def test_memory(db: Database, tmp_path: Path) -> None:
     assert positive(result["summary"]["rss_max_mb"])
 
 
+@needs_pgbench
 def test_backlog(db: Database, tmp_path: Path) -> None:
     backlog.run(db, rows=300, sagas=20, threads=2, scenarios=["empty", "unserved"],
-                timeout=30, results_dir=tmp_path)
+                timeout=30, limit_seconds=1, limit_clients=2, results_dir=tmp_path)
     result = written(tmp_path, "backlog")
     rows = {r["scenario"]: r for r in result["results"]}
     assert set(rows) == {"empty", "unserved"}
@@ -125,6 +126,7 @@ def test_backlog(db: Database, tmp_path: Path) -> None:
         assert r["complete"]
         assert positive(r["steps_per_s"])
         assert positive(r["table_mb"])
+        assert positive(r["ratio"])
 
 
 def test_table_health(db: Database, tmp_path: Path) -> None:
@@ -159,6 +161,9 @@ def test_chart_from_saved_result(tmp_path: Path) -> None:
     saved.write_text(json.dumps(result))
     assert chart.main([str(saved), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 0
+    # A run writing its results elsewhere leaves the README's chart alone.
+    assert chart.default_path(RESULTS_DIR) == chart.PATH
+    assert chart.default_path(tmp_path) == tmp_path / "threads.png"
 
 
 def test_percentile() -> None:
