@@ -133,8 +133,7 @@ UPDATE {schema}.instance SET state = %(state)s::jsonb, updated_at = statement_ti
 -- name: run_on
 -- An undelayed continuation on the same runner: the row stays RUNNING, the new step's
 -- first attempt is this one; unless a cancel was asked. Return the new status.
--- No indexed column changes (run_after is left alone: it means nothing while RUNNING),
--- so the update can be HOT: no index entries, and pruned within the page.
+-- run_after is left alone: it means nothing while RUNNING.
 WITH moved AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, state = coalesce(%(state)s::jsonb, state),
