@@ -219,6 +219,20 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+QUICK_STEPS = 15_000  # --quick size of the benchmarks that run one long worker
+
+
+def long_run_parser(name: str, description: str, steps: int,
+                    threads: int) -> argparse.ArgumentParser:
+    """`parser` plus --steps and --threads, for the benchmarks that run one long worker."""
+    p = parser(name, description)
+    p.add_argument("--steps", type=int,
+                   help=f"steps to run (default {steps:,}, quick {QUICK_STEPS:,})")
+    p.add_argument("--threads", type=int, default=threads,
+                   help=f"worker threads (default {threads})")
+    return p
+
+
 def main(arguments: argparse.ArgumentParser, execute: Callable[[Database, argparse.Namespace],
          Result], argv: Sequence[str] | None = None) -> int:
     """What `python -m benchmarks.<name>` does: parse *argv*, get a server, execute."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import apps, harness
-from .harness import Database, Result, envelope, parser, print_table, write_result
+from .harness import Database, Result, envelope, print_table, write_result
 from .workers import WorkerProcess, run_sagas
 
 STEPS: Final = 200_000
@@ -74,15 +74,12 @@ def run(db: Database, *, steps: int = STEPS, threads: int = THREADS, poll: float
 
 
 def arguments() -> argparse.ArgumentParser:
-    p = parser("memory", "worker RSS over many steps")
-    p.add_argument("--steps", type=int, help=f"steps to run (default {STEPS:,}, quick 15,000)")
-    p.add_argument("--threads", type=int, default=THREADS, help="worker threads (default 8)")
-    return p
+    return harness.long_run_parser("memory", "worker RSS over many steps", STEPS, THREADS)
 
 
 def execute(db: Database, args: argparse.Namespace) -> Result:
-    return run(db, steps=args.steps or (15_000 if args.quick else STEPS), threads=args.threads,
-               results_dir=args.results)
+    steps = args.steps or (harness.QUICK_STEPS if args.quick else STEPS)
+    return run(db, steps=steps, threads=args.threads, results_dir=args.results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

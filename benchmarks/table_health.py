@@ -32,7 +32,6 @@ from .harness import (
     Database,
     Result,
     envelope,
-    parser,
     print_table,
     write_result,
 )
@@ -145,15 +144,13 @@ def run(db: Database, *, steps: int = STEPS, threads: int = THREADS,
 
 
 def arguments() -> argparse.ArgumentParser:
-    p = parser("table_health", "dead tuples, HOT updates and sizes after a long run")
-    p.add_argument("--steps", type=int, help=f"steps to run (default {STEPS:,}, quick 15,000)")
-    p.add_argument("--threads", type=int, default=THREADS, help="worker threads (default 8)")
-    return p
+    return harness.long_run_parser(
+        "table_health", "dead tuples, HOT updates and sizes after a long run", STEPS, THREADS)
 
 
 def execute(db: Database, args: argparse.Namespace) -> Result:
-    return run(db, steps=args.steps or (15_000 if args.quick else STEPS), threads=args.threads,
-               results_dir=args.results)
+    steps = args.steps or (harness.QUICK_STEPS if args.quick else STEPS)
+    return run(db, steps=steps, threads=args.threads, results_dir=args.results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

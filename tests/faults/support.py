@@ -26,10 +26,9 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from saga import Status
-from tests.helpers import poll
+from tests.helpers import Db, poll
 
 T = TypeVar("T")
 
@@ -137,14 +136,14 @@ class Workers:
 # -- the ledger ---------------------------------------------------------------------------
 
 
-class Ledger:
-    """Plain SQL on a schema, on a connection that is replaced when it breaks (the
-    database may be restarted or connections cut under it).
+class Ledger(Db):
+    """`tests.helpers.Db` on a connection made on first use and replaced when it breaks
+    (the database may be restarted or connections cut under it).
 
     `{s}` in a query is the schema.
     """
 
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str) -> None:  # no connection yet: made on use
         self.dsn, self.schema = dsn, schema
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -152,16 +151,13 @@ class Ledger:
         if self._conn is not None:
             self._conn.close()
 
-    def q(self, query: str) -> sql.Composed:
-        return sql.SQL(query).format(s=sql.Identifier(self.schema))
-
     def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
         """Run one statement; on a broken connection, reconnect and run it once more."""
         for again in (True, False):
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-                cur = self._conn.execute(self.q(query), params)
+                cur = self._conn.execute(self.sql(query), params)
                 return cur.fetchall() if cur.description else []
             except psycopg.OperationalError:
                 if self._conn is not None:
@@ -170,14 +166,6 @@ class Ledger:
                 if not again:
                     raise
         raise AssertionError("unreachable")
-
-    def one(self, query: str, *params: object) -> Any:
-        [(value,)] = self.rows(query, *params)
-        return value
-
-    def statuses(self) -> dict[Status, int]:
-        rows = self.rows("SELECT status, count(*) FROM {s}.instance GROUP BY status")
-        return {Status(status): n for status, n in rows}
 
     def count(self, status: Status) -> int:
         return int(self.one("SELECT count(*) FROM {s}.instance WHERE status = %s", int(status)))

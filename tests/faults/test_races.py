@@ -65,7 +65,7 @@ class Events:
         with psycopg.connect(ledger.dsn, autocommit=True) as conn:
             fault_events.create_tables(conn, ledger.schema)
             fault_chain.create_tables(conn, ledger.schema, effects=False)
-            conn.execute(ledger.q(AUDIT))
+            conn.execute(ledger.sql(AUDIT))
 
     def start_workers(self) -> None:
         started = [self.workers.start(APP, *OPTIONS) for _ in range(PROCESSES)]
@@ -118,7 +118,7 @@ class Calls:
 def calling(saga: Saga, ledger: Ledger, calls: Calls) -> Callable[..., None]:
     """A caller: call random instances with each k of its range, auditing the calls that
     succeed in their own transaction."""
-    audit = ledger.q("INSERT INTO {s}.calls (instance, k) VALUES (%s, %s)")
+    audit = ledger.sql("INSERT INTO {s}.calls (instance, k) VALUES (%s, %s)")
 
     def call(pool: ConnectionPool[Any], ks: range, seed: int) -> None:
         rng = random.Random(seed)
@@ -243,7 +243,7 @@ class Cancels:
 
 def cancelling(saga: Saga, ledger: Ledger, cancels: Cancels) -> Callable[..., None]:
     """A canceller: cancel each of its instances once, at a random moment."""
-    after = ledger.q("SELECT clock_timestamp(), status FROM {s}.instance "
+    after = ledger.sql("SELECT clock_timestamp(), status FROM {s}.instance "
                      "WHERE name = 'fault_events' AND instance_id = %s")
 
     def cancel(pool: ConnectionPool[Any], instances: list[str], seed: int) -> None:
