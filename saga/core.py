@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .migrate import migrate
+from .pooling import check_pooler, prepares
 from .pools import Database, autocommit
 from .records import Instance, Status
 from .sqlfiles import check_schema
@@ -38,6 +39,8 @@ class Saga:
 
     Give it a *dsn* (else `SAGA_DSN` is read when the pool is first needed) or a
     psycopg_pool `ConnectionPool` of your own (*pool*, which `close()` leaves open).
+    *pooler* says the DSN leads through a transaction-pooling pooler (PgBouncer): no
+    statement then relies on the session outliving its transaction (see `saga.pooling`).
     """
 
     def __init__(
@@ -51,9 +54,13 @@ class Saga:
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
+        pooler: bool = False,
+        prepared_statements: bool | None = None,
     ) -> None:
         self.name = check_text("name", name, MAX_NAME)
-        self._db = Database(self.name, dsn, pool)
+        self.pooler = check_pooler(pooler, prepared_statements)
+        self._db = Database(self.name, dsn, pool,
+                            prepare=prepares(pooler, prepared_statements))
         if isinstance(codec, type):
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
@@ -145,6 +152,15 @@ class Saga:
         Its own pool, if open, is closed; a pool passed in is left to its owner.
         """
         self._db.use_dsn(dsn)
+
+    def use_pooler(self, prepared_statements: bool | None = None) -> None:
+        """Switch to pooler mode (the worker's `--pooler`) before the pool is opened.
+
+        A pool of the saga's own that is open already is closed, to reopen without
+        prepared statements; a pool passed in must have been made without them.
+        """
+        self.pooler = check_pooler(True, prepared_statements)
+        self._db.use_prepare(prepares(True, prepared_statements))
 
     def ensure_pool_size(self, size: int) -> ConnectionPool[Any]:
         """Return the pool, grown to at least *size* connections if the saga owns it."""
@@ -354,7 +370,8 @@ class Saga:
         """Block until *instance* is COMPLETE, ERROR or CANCELLED; return its record.
 
         Woken by a NOTIFY when it finishes (the row is also re-read every few seconds,
-        in case a notification is missed). Raise `TimeoutError` after *timeout* seconds
+        in case a notification is missed); in pooler mode it polls the row instead, from
+        every 50 ms up to every second. Raise `TimeoutError` after *timeout* seconds
         and `SagaNotFound` for an unknown instance.
         """
         check_text("instance", instance, MAX_INSTANCE)
@@ -362,7 +379,8 @@ class Saga:
             raise ValueError(f"timeout must be None or >= 0 seconds, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.store.tables_required():
-            wait_until_done(self.pool, self.store, self.name, instance, deadline)
+            wait_until_done(self.pool, self.store, self.name, instance, deadline,
+                            listen=not self.pooler)
         return self.get(instance)
 
     def run(

@@ -59,6 +59,7 @@ class Lane:
     pool: ConnectionPool[Any]
     store: Store
     sagas: list[Saga]
+    pooler: bool = False  # behind a transaction pooler: no session state (saga.pooling)
     failures: int = 0  # consecutive failed cycles on this database
     retry_at: float = 0.0  # monotonic time before which workers skip this lane
     heartbeat: Heartbeat = field(init=False)
@@ -92,7 +93,8 @@ class Lane:
         """A dedicated autocommit connection (heartbeat, LISTEN), outside the pool.
 
         It fails rather than hangs: a connect timeout, TCP keepalives (where the DSN sets
-        none), and optionally a statement timeout.
+        none), and optionally a statement timeout (not in pooler mode, where a SET would
+        stay on a server connection that other clients get next: see `Heartbeat`).
         """
         conninfo, kwargs = self.pool.conninfo, self.pool.kwargs
         conninfo = conninfo() if callable(conninfo) else conninfo
@@ -103,7 +105,7 @@ class Lane:
             if key not in given and key not in kwargs:
                 kwargs[key] = value
         conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
-        if statement_timeout is not None:
+        if statement_timeout is not None and not self.pooler:
             conn.execute(sql.SQL("SET statement_timeout = {}").format(
                 sql.Literal(max(1, int(statement_timeout * 1000)))))
         return conn

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from psycopg import sql
+
 from .store import Conn
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ class Heartbeat:
                 try:
                     if conn is None or conn.closed:
                         conn = self.lane.connect(statement_timeout=self._statement_timeout)
-                    self.beat(conn)
+                    self._bounded_beat(conn)
                 except Exception as e:  # never die: a silent runner gets reaped
                     self._steady_since = None
                     logger.warning("heartbeat failed: %s", e, extra={
@@ -80,6 +82,18 @@ class Heartbeat:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _bounded_beat(self, conn: Conn) -> None:
+        """`beat` under the statement timeout: the connection's own, or in pooler mode a
+        SET LOCAL in one transaction with the beat (a session SET would be left on a
+        server connection for other clients, and the next beat may run on another)."""
+        if not self.lane.pooler:
+            self.beat(conn)
+            return
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                sql.Literal(max(1, int(self._statement_timeout * 1000)))))
+            self.beat(conn)
 
     def beat(self, conn: Conn, *, reap: bool | None = None, margin: float = 0.0) -> None:
         """Heartbeat, reap dead runners, recover orphaned rows, release our own stale ones.

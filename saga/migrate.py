@@ -1,12 +1,16 @@
-"""Apply `sql/NNN_*.sql` in order, once each, under an advisory lock.
+"""Apply `sql/NNN_*.sql` in order, once each, each in a transaction of its own that
+takes a transaction-level advisory lock first.
 
-Safe when several processes start at once: the lock serializes them, and each finds
-the versions the others recorded in `{schema}.migration`.
+Safe when several processes start at once: the lock serializes the transactions, and
+each, once it holds the lock, finds the versions the others recorded in
+`{schema}.migration` before deciding. A transaction-level lock (not a session lock) is
+released by the COMMIT or ROLLBACK of the transaction that took it, on the server
+connection that ran it; so it holds through a transaction-pooling pooler too, where a
+session lock would stay with whichever client got the server connection next.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -19,8 +23,7 @@ logger = logging.getLogger(__name__)
 
 # Advisory lock keys are bigints: derive one per schema so that two schemas in one
 # database migrate independently.
-_LOCK = "SELECT pg_advisory_lock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pgsaga migrate ' || %(schema)s, 0))"
 # Only when the schema is missing: CREATE SCHEMA checks the database's CREATE privilege
 # even with IF NOT EXISTS, and a role that owns an existing schema may lack it.
 _CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
@@ -46,13 +49,7 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> list[str]:
         # Up to date: touch nothing, so that a role without CREATE can call init_db().
         if not {v for v, _, _ in migrations()} - _applied(conn, schema):
             return []
-        conn.execute(_LOCK, {"schema": schema})
-        try:
-            return _apply_missing(conn, schema)
-        finally:
-            # If the connection died, the server dropped the lock with it.
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(_UNLOCK, {"schema": schema})
+        return _apply_missing(conn, schema)
     finally:
         if not conn.closed:
             conn.autocommit = autocommit
@@ -69,18 +66,26 @@ def _applied(conn: psycopg.Connection[Any], schema: str) -> set[int]:
 
 
 def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
-    found = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT to_regnamespace(%s) IS NOT NULL", (render("{schema}", schema),)).fetchone()
-    if not (found and found[0]):
-        conn.execute(render(_CREATE_SCHEMA, schema))
-    conn.execute(render(_PREPARE, schema))
+    # Under the lock: two concurrent CREATE ... IF NOT EXISTS of one name can both pass
+    # the check and one then fails on a unique index of the catalog.
+    with conn.transaction():
+        conn.execute(_LOCK, {"schema": schema})
+        found = conn.cursor(row_factory=tuple_row).execute(
+            "SELECT to_regnamespace(%s) IS NOT NULL", (render("{schema}", schema),)).fetchone()
+        if not (found and found[0]):
+            conn.execute(render(_CREATE_SCHEMA, schema))
+        conn.execute(render(_PREPARE, schema))
     record = render("INSERT INTO {schema}.migration (version, name) VALUES (%s, %s)", schema)
-    done = _applied(conn, schema)
     applied = []
     for version, name, text in migrations():
-        if version in done:
-            continue
         with conn.transaction():
+            conn.execute(_LOCK, {"schema": schema})
+            # Read after the lock is granted: in READ COMMITTED this statement's snapshot
+            # sees what the previous holder committed, so no version runs twice; and the
+            # versions before this one are recorded already (by us or by others), since
+            # every process goes through them in the same order.
+            if version in _applied(conn, schema):
+                continue
             conn.execute(render(text, schema))
             conn.execute(record, (version, name))
         logger.info("applied migration %s to schema %s", name, schema,

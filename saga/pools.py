@@ -24,9 +24,15 @@ FRESH: Final = 1.0  # seconds after its last use during which a connection is no
 
 
 class Database:
-    """The connection pool of one saga, opened lazily and resized for a worker."""
+    """The connection pool of one saga, opened lazily and resized for a worker.
 
-    def __init__(self, owner: str, dsn: str | None, pool: ConnectionPool[Any] | None) -> None:
+    *prepare* False opens connections that never prepare statements on the server
+    (`prepare_threshold=None`), as a transaction-pooling pooler needs; a pool passed in
+    must have been made so.
+    """
+
+    def __init__(self, owner: str, dsn: str | None, pool: ConnectionPool[Any] | None,
+                 *, prepare: bool = True) -> None:
         if dsn is not None and pool is not None:
             raise ValueError("pass either dsn or pool, not both")
         if dsn is not None and not isinstance(dsn, str):
@@ -35,7 +41,13 @@ class Database:
             check_dsn(dsn)
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        if pool is not None and not prepare and _prepares(pool):
+            raise ValueError(
+                "pooler mode: the pool's connections prepare statements on the server; make "
+                "it with kwargs={'prepare_threshold': None}, or pass prepared_statements=True "
+                "if the pooler supports them (PgBouncer >= 1.21 with max_prepared_statements)")
         self.owner = owner  # the saga's name, for messages and the pool's name
+        self.prepare = prepare
         self.dsn = dsn
         self._pool = pool
         self._owns_pool = pool is None
@@ -70,7 +82,7 @@ class Database:
         dsn = self.dsn = self.identity()  # SAGA_DSN, read now, is the DSN from now on
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.owner}",
-            check=_check,
+            check=_check, kwargs=None if self.prepare else {"prepare_threshold": None},
         )
         pool.open()
         return pool
@@ -83,6 +95,19 @@ class Database:
             if self._pool is not None and self._owns_pool:
                 self._pool.close()
             self.dsn, self._pool, self._owns_pool = dsn, None, True
+
+    def use_prepare(self, prepare: bool) -> None:
+        """Change whether connections prepare statements; reopen our own pool if open."""
+        with self._lock:
+            if not self._owns_pool and self._pool is not None and not prepare and (
+                    _prepares(self._pool)):
+                raise ValueError(
+                    "pooler mode: the pool's connections prepare statements on the server; "
+                    "make it with kwargs={'prepare_threshold': None}")
+            self.prepare = prepare
+            if self._owns_pool and self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def ensure_pool_size(self, size: int) -> ConnectionPool[Any]:
         """Return the pool, grown to at least *size* connections if it is our own."""
@@ -104,6 +129,12 @@ class Database:
             if self._pool is not None and self._owns_pool:
                 self._pool.close()
                 self._pool = None
+
+
+def _prepares(pool: ConnectionPool[Any]) -> bool:
+    """Whether *pool*'s connections may prepare statements (psycopg's default does)."""
+    kwargs = (pool.kwargs() if callable(pool.kwargs) else pool.kwargs) or {}
+    return kwargs.get("prepare_threshold", 5) is not None
 
 
 # The autocommit mode each pool hands its connections out in, to give them back so.

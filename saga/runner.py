@@ -1,6 +1,6 @@
 """`Runner`: one per worker process. Worker threads claim and run due instances; a
 heartbeat thread keeps the runner alive and reaps dead ones; a listener thread turns
-NOTIFY into wake-ups.
+NOTIFY into wake-ups (`saga.listening`), unless the runner only polls.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import PoolClosed, PoolTimeout
 
+from .conninfo import check_dsn
 from .execution import Execution, RunStats
 from .lane import Lane, Wakeup
+from .listening import Listener
 from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
+from .pooling import POOLER_POLL_INTERVAL
 from .pools import borrow, give_back
 from .store import Claimed, Conn
 
@@ -36,15 +38,21 @@ __all__ = ["RunStats", "Runner"]
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
+# (POOLER_POLL_INTERVAL when a saga's workers get no NOTIFY: pooler mode, or no LISTEN)
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
 IDLE_RECHECK: Final = 0.5  # idle wait when a due row is locked by another transaction
-LISTEN_TICK: Final = 0.25  # how often the listener looks up from NOTIFY to check for stop
 LANE_TIMEOUT: Final = 5.0  # how long a worker waits for a pooled connection to one database
 
 
 class Runner:
-    """Run the steps of *sagas* on *workers* threads until stopped (or drained)."""
+    """Run the steps of *sagas* on *workers* threads until stopped (or drained).
+
+    *listen* None LISTENs for wake-ups except for sagas in pooler mode; False only polls;
+    True LISTENs even through a pooler (the self-check then warns and falls back to
+    polling). *listen_dsn*, a direct connection to the same database, is used for LISTEN
+    only, so that workers behind a pooler still wake within milliseconds.
+    """
 
     def __init__(
         self,
@@ -52,9 +60,11 @@ class Runner:
         *,
         workers: int = 8,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
-        poll_interval: float = POLL_INTERVAL,
+        poll_interval: float | None = None,
         grace: float = GRACE,
         claim_batch: int = CLAIM_BATCH,
+        listen: bool | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
         if not sagas:
             raise ValueError("a runner needs at least one saga")
@@ -68,6 +78,16 @@ class Runner:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if not heartbeat_timeout > 0:
             raise ValueError(f"heartbeat_timeout must be > 0, got {heartbeat_timeout!r}")
+        if listen is not None and not isinstance(listen, bool):
+            raise TypeError(f"listen must be None, True or False, got {listen!r}")
+        if listen_dsn is not None:
+            if listen is False:
+                raise ValueError("listen_dsn is for LISTEN: it cannot go with listen=False")
+            check_dsn(listen_dsn, "listen_dsn")
+        self.listen, self.listen_dsn = listen, listen_dsn
+        if poll_interval is None:
+            deaf = any(not self._listens(s) for s in sagas)
+            poll_interval = POOLER_POLL_INTERVAL if deaf else POLL_INTERVAL
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         if not grace >= 0:
@@ -134,8 +154,9 @@ class Runner:
             service = [self._thread(f"saga-heartbeat-{i}", lane.heartbeat.loop, self._done)
                        for i, lane in enumerate(self._lanes)]
             if not drain:
-                service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
-                            for i, lane in enumerate(self._lanes)]
+                service += [self._thread(f"saga-listener-{i}", self._listener(lane).loop)
+                            for i, lane in enumerate(self._lanes)
+                            if self._listens(lane.sagas[0])]
             workers = [self._thread(f"saga-worker-{i}", self._work_loop, drain)
                        for i in range(self.workers)]
             try:
@@ -247,7 +268,7 @@ class Runner:
                 continue
             # A worker thread holds one connection, and a `conn` step's set_state briefly
             # takes another; two spare ones keep that from waiting long.
-            lane = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s])
+            lane = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s], pooler=s.pooler)
             lane.heartbeat = Heartbeat(self.id, lane, self.heartbeat_timeout,
                                        self.heartbeat_interval, self._held)
             lanes[key] = lane
@@ -422,22 +443,19 @@ class Runner:
 
     # -- NOTIFY -------------------------------------------------------------------------
 
-    def _listen_loop(self, lane: Lane) -> None:
-        names = {s.name for s in lane.sagas}
-        failures = 0
-        while not self._done.is_set():
-            try:
-                with lane.connect() as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(lane.store.channel)))
-                    failures = 0
-                    self._wakeup.notify(self.workers)  # whatever was sent while we were away
-                    while not self._done.is_set():
-                        for note in conn.notifies(timeout=LISTEN_TICK):
-                            if note.payload in names:
-                                self._wakeup.notify()
-            except psycopg.Error as e:
-                failures += 1
-                pause = self._retry_pause(failures)
-                logger.warning("listener lost its connection, reconnecting in %.1fs: %s",
-                               pause, e, extra={"action": "listen_error", "runner": self.id})
-                self._done.wait(pause)
+    def _listens(self, saga: Saga) -> bool:
+        """Whether the runner LISTENs for *saga*'s wake-ups (see the class docstring)."""
+        if self.listen is not None:
+            return self.listen
+        return self.listen_dsn is not None or not saga.pooler
+
+    def _listener(self, lane: Lane) -> Listener:
+        return Listener(self.id, lane, self._wakeup, self.workers, self._done,
+                        dsn=self.listen_dsn, on_deaf=self._poll_instead,
+                        pause=self._retry_pause)
+
+    def _poll_instead(self) -> float:
+        """The listener hears nothing: poll often, not at an interval meant for NOTIFY."""
+        self.poll_interval = min(self.poll_interval, POOLER_POLL_INTERVAL)
+        self._wakeup.notify(self.workers)  # sleepers take up the new interval now
+        return self.poll_interval

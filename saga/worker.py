@@ -18,6 +18,7 @@ from .core import Saga
 from .errors import SagaException
 from .liveness import HEARTBEAT_TIMEOUT
 from .logs import ContextFormatter, JsonFormatter
+from .pooling import POOLER_POLL_INTERVAL
 from .runner import CLAIM_BATCH, GRACE, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -73,9 +74,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
                         help=f"seconds of silence before a runner counts as dead "
                         f"(default {HEARTBEAT_TIMEOUT:g})")
-    parser.add_argument("--poll-interval", type=float, default=POLL_INTERVAL,
+    parser.add_argument("--poll-interval", type=float, default=None,
                         help=f"seconds between looks for due work when no NOTIFY comes "
-                        f"(default {POLL_INTERVAL:g})")
+                        f"(default {POLL_INTERVAL:g}; {POOLER_POLL_INTERVAL:g} without LISTEN)")
+    parser.add_argument("--pooler", action="store_true",
+                        help="the DSN leads through a pooler in transaction mode (PgBouncer): "
+                        "no prepared statements, no session state, poll instead of LISTEN")
+    parser.add_argument("--no-listen", dest="listen", action="store_false", default=None,
+                        help="never LISTEN: poll for due work")
+    parser.add_argument("--listen-dsn", help="a direct connection to the same database, "
+                        "used only for LISTEN (with --pooler: millisecond wake-ups)")
     parser.add_argument("--grace", type=float, default=GRACE,
                         help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
     parser.add_argument("--claim-batch", type=int, default=CLAIM_BATCH,
@@ -85,8 +93,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.claim_batch < 1:
         parser.error(f"--claim-batch must be at least 1, got {args.claim_batch}")
+    if args.listen is False and args.listen_dsn:
+        parser.error("--listen-dsn and --no-listen contradict each other")
     for option in ("heartbeat_timeout", "poll_interval"):
-        if not getattr(args, option) > 0:
+        if getattr(args, option) is not None and not getattr(args, option) > 0:
             parser.error(f"--{option.replace('_', '-')} must be > 0")
     if args.grace < 0:
         parser.error("--grace must be >= 0")
@@ -107,10 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"saga.worker: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        _connect(sagas, args.dsn)
+        _connect(sagas, args.dsn, pooler=args.pooler)
+        if args.listen_dsn:
+            check_connection(args.listen_dsn)
         runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
                         poll_interval=args.poll_interval, grace=args.grace,
-                        claim_batch=args.claim_batch)
+                        claim_batch=args.claim_batch, listen=args.listen,
+                        listen_dsn=args.listen_dsn)
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
     except (StartupError, SagaException, ValueError, ConnectionError) as e:
@@ -124,11 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED if runner.aborted else EXIT_OK
 
 
-def _connect(sagas: list[Saga], dsn: str | None) -> None:
-    """Apply `--dsn` (else SAGA_DSN where a saga has no database of its own) and check
-    that every database answers, before any thread starts."""
+def _connect(sagas: list[Saga], dsn: str | None, *, pooler: bool = False) -> None:
+    """Apply `--dsn` (else SAGA_DSN where a saga has no database of its own) and
+    `--pooler`, and check that every database answers, before any thread starts."""
     fallback = os.environ.get("SAGA_DSN")
     for s in sagas:
+        if pooler and not s.pooler:
+            s.use_pooler()
         if dsn:
             s.use_dsn(dsn)
         elif s.dsn is None and not s.has_pool:

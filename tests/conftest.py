@@ -14,6 +14,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from saga import JsonCodec, Saga
+from saga.pgbouncer import PgBouncer, pgbouncer_path
 from saga.testing import DOCKER_IMAGE, ENV_VAR, postgres_source, temporary_postgres
 from tests.helpers import Db, Registry
 
@@ -40,6 +41,33 @@ def dsn() -> Iterator[str]:
     """A DSN of the session's server (see saga.testing.temporary_postgres)."""
     with temporary_postgres() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(dsn: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction pooling in front of the session's server, with
+    fewer server connections (3) than the tests open clients, so that they share them.
+
+    Without a pgbouncer binary the test fails in CI (CI=true) and skips elsewhere.
+    """
+    if pgbouncer_path() is None:
+        reason = "pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    bouncer = PgBouncer(dsn, pool_size=3)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+def bouncer(pgbouncer: PgBouncer) -> PgBouncer:
+    """The session's PgBouncer, started again if a test stopped it."""
+    pgbouncer.start()
+    return pgbouncer
 
 
 def fresh_schema(dsn: str) -> Iterator[str]:
