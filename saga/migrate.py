@@ -70,8 +70,14 @@ def _apply_missing(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     # the check and one then fails on a unique index of the catalog.
     with conn.transaction():
         conn.execute(_LOCK, {"schema": schema})
+        # Read pg_namespace itself, not the catalog cache (to_regnamespace): this
+        # transaction began before the lock was granted, and its cache may still say
+        # "no such schema" after the previous holder created it. Opening the catalog
+        # takes a relation lock, which also makes the backend take in the catalog
+        # changes committed meanwhile, so the DDL below sees them too.
         found = conn.cursor(row_factory=tuple_row).execute(
-            "SELECT to_regnamespace(%s) IS NOT NULL", (render("{schema}", schema),)).fetchone()
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)",
+            (schema,)).fetchone()
         if not (found and found[0]):
             conn.execute(render(_CREATE_SCHEMA, schema))
         conn.execute(render(_PREPARE, schema))

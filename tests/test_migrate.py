@@ -103,8 +103,43 @@ def test_concurrent_init_db_on_a_fresh_schema(dsn: str, schema: str, db: Db) -> 
     assert not any(t.is_alive() for t in workers)
     assert errors == []
     assert len(results) == threads
-    assert sorted(results, key=len) == [[]] * (threads - 1) + [all_migrations()]
+    # Each migration was applied once, by one of them (each takes the lock per migration).
+    assert sorted(name for applied in results for name in applied) == all_migrations()
+    assert all(applied == sorted(applied) for applied in results)
     assert [name for _, name in recorded(db)] == all_migrations()
+
+
+def test_migrate_leaves_no_advisory_lock_behind(dsn: str, schema: str, db: Db) -> None:
+    """Transaction-level locks only: nothing stays locked on the connection afterwards,
+    so a pooler may hand its server connection to anyone."""
+    with psycopg.connect(dsn) as c:
+        assert migrate(c, schema) == all_migrations()
+        held = c.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND pid = pg_backend_pid()").fetchone()
+        assert held == (0,)
+
+
+def test_a_migration_waits_for_the_lock_in_its_own_transaction(
+        dsn: str, schema: str, db: Db) -> None:
+    """While another transaction holds the schema's migration lock, migrate() waits;
+    it applies everything once that transaction ends."""
+    key = "SELECT pg_advisory_xact_lock(hashtextextended('pgsaga migrate ' || %s, 0))"
+    done: list[list[str]] = []
+
+    def run() -> None:
+        with psycopg.connect(dsn) as c:
+            done.append(migrate(c, schema))
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute(key, (schema,))  # held until holder's transaction ends
+        t = threading.Thread(target=run, name="migrate")
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()
+        assert not done
+        holder.rollback()
+    t.join(10)
+    assert done == [all_migrations()]
 
 
 # -- what 001 creates --------------------------------------------------------------------------

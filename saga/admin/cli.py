@@ -221,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     try:
         check_connection(dsn)
-        with psycopg.connect(dsn, autocommit=True) as conn, schema_required(args.schema):
+        # No prepared statements: a one-off command gains nothing from them, and they
+        # fail through a pooler in transaction mode (PgBouncer).
+        with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn, \
+                schema_required(args.schema):
             output = args.run(args, conn, dsn)
     except (CommandError, SagaException, ConnectionError) as e:
         print(f"{prefix} {scrub(str(e), dsn)}", file=sys.stderr)
