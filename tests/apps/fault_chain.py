@@ -89,8 +89,11 @@ class StepLog:
                 conn.close()
             if self.saga.dsn is None:
                 raise RuntimeError("the saga has no DSN: the worker should have set one")
+            # No prepared statements: the same INSERT, again and again, may go through
+            # a pooler in transaction mode (the pooler fault run).
             conn = self._local.conn = psycopg.connect(self.saga.dsn, autocommit=True,
-                                                      connect_timeout=5)
+                                                      connect_timeout=5,
+                                                      prepare_threshold=None)
         return conn
 
 
