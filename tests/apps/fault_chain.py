@@ -1,6 +1,7 @@
 """The "fault_chain" saga, for the worker processes of the fault-injection suite.
 
-`python -m saga.worker tests.apps.fault_chain:saga --dsn ...` with SAGA_TEST_SCHEMA set.
+`python -m saga.worker tests.apps.fault_chain:saga --dsn ...` with SAGA_TEST_SCHEMA set
+(and SAGA_TEST_LOG_DSN, if the step log must not go where `--dsn` goes).
 A job goes `one` → `two` → `three`:
 
 - `one` and `three` are plain steps: effects outside the database, at least once. Each
@@ -89,11 +90,12 @@ class StepLog:
                 conn.close()
             if self.saga.dsn is None:
                 raise RuntimeError("the saga has no DSN: the worker should have set one")
-            # No prepared statements: the same INSERT, again and again, may go through
-            # a pooler in transaction mode (the pooler fault run).
-            conn = self._local.conn = psycopg.connect(self.saga.dsn, autocommit=True,
-                                                      connect_timeout=5,
-                                                      prepare_threshold=None)
+            # SAGA_TEST_LOG_DSN: the log is the tests' instrument and may bypass a pooler
+            # that the saga goes through (a step that waits for a second server
+            # connection while its `conn` holds one can starve a small pool).
+            dsn = os.environ.get("SAGA_TEST_LOG_DSN") or self.saga.dsn
+            conn = self._local.conn = psycopg.connect(dsn, autocommit=True,
+                                                      connect_timeout=5)
         return conn
 
 
