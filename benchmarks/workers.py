@@ -40,12 +40,12 @@ class WorkerProcess:
     """`python -m saga.worker` in the background; its output goes to a temporary file."""
 
     def __init__(self, db: Database, schema: str, *, threads: int, target: str = TARGET,
-                 options: Sequence[str] = ()) -> None:
+                 options: Sequence[str] = (), dsn: str | None = None) -> None:
         env = {**os.environ, apps.SCHEMA_VAR: schema}
         env.pop("SAGA_DSN", None)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            [*WORKER, target, "--dsn", db.dsn, "--workers", str(threads),
+            [*WORKER, target, "--dsn", dsn or db.dsn, "--workers", str(threads),
              "--log-level", "WARNING", *options],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -90,13 +90,15 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def workers(db: Database, schema: str, *, processes: int = 1, threads: int = 8,
-            target: str = TARGET, options: Sequence[str] = ()) -> Iterator[list[WorkerProcess]]:
-    """Start *processes* worker processes of *threads* threads; stop them all on exit."""
+            target: str = TARGET, options: Sequence[str] = (),
+            dsn: str | None = None) -> Iterator[list[WorkerProcess]]:
+    """Start *processes* worker processes of *threads* threads (on *dsn*, else the
+    database's own); stop them all on exit."""
     started: list[WorkerProcess] = []
     try:
         for _ in range(processes):
             started.append(WorkerProcess(db, schema, threads=threads, target=target,
-                                         options=options))
+                                         options=options, dsn=dsn))
         yield started
     finally:
         for w in started:
@@ -152,16 +154,20 @@ class Run:
 def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes: int = 1,
               first: tuple[int, int] | None = None, timeout: float = 600.0,
               poll: float = 0.2,
-              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None) -> Run:
+              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
+              dsn: str | None = None, options: Sequence[str] = ()) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
     *sample* is called at every poll with (seconds, steps done, workers). At *timeout*
-    the run stops and reports the sagas finished so far, with `complete` False.
+    the run stops and reports the sagas finished so far, with `complete` False. The
+    workers get *dsn* (a pooler's, say; the seeding and timing stay on the database's
+    own) and *options*.
     """
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
-        with workers(db, schema, processes=processes, threads=threads) as procs:
+        with workers(db, schema, processes=processes, threads=threads, dsn=dsn,
+                     options=options) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:
