@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import PoolTimeout
 
 from .lane import DEDICATED_DEFAULTS, Wakeup
 from .pools import autocommit
@@ -79,14 +80,15 @@ class Listener:
                         sql.Identifier(self.lane.store.channel)))
                     failures = 0
                     if not self._checked:
+                        heard = self._hears_itself(conn)
                         self._checked = True
-                        if not self._hears_itself(conn):
+                        if not heard:
                             self._give_up(conn)
                             return
                     self._wakeup.notify(self._workers)  # whatever was sent while away
                     while not self._done.is_set():
                         self._relay(conn, LISTEN_TICK)
-            except psycopg.Error as e:
+            except (psycopg.Error, PoolTimeout) as e:  # PoolTimeout: the self-check's send
                 failures += 1
                 pause = self._pause(failures)
                 logger.warning("listener lost its connection, reconnecting in %.1fs: %s",
