@@ -63,18 +63,20 @@ VALUES (%s, %s, 'stamp', %s::jsonb, statement_timestamp(), statement_timestamp()
 
 
 def trials(db: Database, schema: str, n: int, *, notify: bool, threads: int,
-           poll_interval: float | None,
-           warmup: int = WARMUP) -> tuple[list[float], list[float]]:
-    """Run *n* trials on an idle worker (with its default poll interval unless given);
-    return the latencies, and how long the caller's `start()` (or INSERT) took, in ms."""
+           poll_interval: float | None, warmup: int = WARMUP, worker_dsn: str | None = None,
+           worker_options: Sequence[str] = ()) -> tuple[list[float], list[float]]:
+    """Run *n* trials on an idle worker (with its default poll interval unless given;
+    on *worker_dsn*, with *worker_options*, if given); return the latencies, and how
+    long the caller's `start()` (or INSERT) took, in ms."""
     saga = apps.build_latency(schema, db.dsn)
     insert = sql.SQL(_INSERT).format(t=table(schema))
     options = [] if poll_interval is None else ["--poll-interval", str(poll_interval)]
+    options += worker_options
     found: list[float] = []
     calls: list[float] = []
     with saga, db.connect() as conn, workers(
             db, schema, threads=threads, target="benchmarks.apps:latency",
-            options=options) as (worker,):
+            options=options, dsn=worker_dsn) as (worker,):
         wait_until(lambda: _registered(conn, schema), 30.0, 0.02, "worker start")
         time.sleep(IDLE)  # let every thread go idle (and the listener LISTEN)
         for i in range(-warmup, n):

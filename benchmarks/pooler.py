@@ -1,7 +1,8 @@
 """Through PgBouncer: the throughput of N three-step no-op sagas on one worker process
 of 8 threads, direct and through a PgBouncer in transaction pooling (`--pooler`:
 poll-only, and with `--listen-dsn` direct), as ratios to direct measured in the same
-run; and the server connections each way (the connection budget).
+run; the server connections each way (the connection budget); and the idle wake-up
+latency each way.
 
 Not part of `python -m benchmarks`: it needs the pgbouncer binary (apt-get install
 pgbouncer). The PgBouncer is started here, in front of the benchmark's server.
@@ -20,13 +21,23 @@ from typing import Any, Final
 
 from saga.pgbouncer import temporary_pgbouncer
 
-from . import harness
-from .harness import Database, Result, envelope, parser, print_table, ratio, write_result
+from . import harness, latency
+from .harness import (
+    Database,
+    Result,
+    envelope,
+    parser,
+    percentile,
+    print_table,
+    ratio,
+    write_result,
+)
 from .workers import WorkerProcess, run_sagas
 
 SAGAS: Final = 10_000
 THREADS: Final = 8
 POOL_SIZE: Final = 4  # PgBouncer's default_pool_size: half the threads, so they share
+WAKE_TRIALS: Final = 40  # idle wake-ups timed per configuration (start() to the step)
 # The benchmark's own connections to the server while a run is sampled: run_sagas'
 # progress connection and the sampler's.
 OWN_CONNECTIONS: Final = 2
@@ -54,12 +65,15 @@ class Peak:
 
 
 def run(db: Database, *, sagas: int = SAGAS, threads: int = THREADS,
-        pool_size: int = POOL_SIZE, repeat: int = 1,
+        pool_size: int = POOL_SIZE, repeat: int = 1, wake_trials: int = WAKE_TRIALS,
         results_dir: Any = None) -> Result:
-    """Run the three configurations in turn, *repeat* times, each on a fresh schema;
-    keep each one's median and print its ratio to direct."""
+    """Run the configurations in turn, *repeat* times, each on a fresh schema; keep each
+    one's median and print its ratio to direct. Then time *wake_trials* idle wake-ups
+    (`start()` to the step's first line, as `benchmarks.latency`) in each."""
     result = envelope("pooler", db, {"sagas": sagas, "threads": threads,
-                                     "pgbouncer_pool_size": pool_size, "repeat": repeat})
+                                     "pgbouncer_pool_size": pool_size, "repeat": repeat,
+                                     "wake_trials": wake_trials})
+    wake: dict[str, list[float]] = {}
     runs: dict[str, list[dict[str, Any]]] = {}
     with temporary_pgbouncer(db.dsn, pool_size=pool_size) as bouncer:
         configurations: dict[str, tuple[str | None, tuple[str, ...]]] = {
@@ -82,6 +96,13 @@ def run(db: Database, *, sagas: int = SAGAS, threads: int = THREADS,
                     {**done.as_dict(), "server_connections": peak.most})
                 print(f"  {name}: {done.steps_per_s:,.0f} steps/s, "
                       f"{peak.most} server connections", flush=True)
+        for name, (dsn, options) in configurations.items():
+            with db.schema() as schema:
+                found, _ = latency.trials(db, schema, wake_trials, notify=True,
+                                          threads=threads, poll_interval=None,
+                                          worker_dsn=dsn, worker_options=options)
+            wake[name] = found
+            print(f"  {name}: wake-up p50 {percentile(found, 50):.1f} ms", flush=True)
         result["pgbouncer"] = bouncer.binary
     rows = []
     direct = median(r["steps_per_s"] for r in runs["direct"])
@@ -90,6 +111,8 @@ def run(db: Database, *, sagas: int = SAGAS, threads: int = THREADS,
         rows.append({"configuration": name, "steps_per_s": steps_per_s,
                      "ratio_to_direct": round(ratio(steps_per_s, direct), 3),
                      "server_connections": max(r["server_connections"] for r in found),
+                     "wake_p50_ms": round(percentile(wake[name], 50), 2),
+                     "wake_p90_ms": round(percentile(wake[name], 90), 2),
                      "complete": all(r["complete"] for r in found), "runs": found})
     result["results"] = rows
     result["summary"] = {r["configuration"]: r["ratio_to_direct"] for r in rows}
@@ -97,9 +120,10 @@ def run(db: Database, *, sagas: int = SAGAS, threads: int = THREADS,
         f"through PgBouncer (transaction pooling, default_pool_size {pool_size}): "
         f"{sagas:,} sagas x 3 no-op steps, 1 worker process x {threads} threads",
         ["configuration", "steps/s", "ratio to direct", "server connections (peak)",
-         "complete"],
+         "wake-up p50 ms", "p90 ms", "complete"],
         [[r["configuration"], r["steps_per_s"], r["ratio_to_direct"],
-          r["server_connections"], r["complete"]] for r in rows])
+          r["server_connections"], r["wake_p50_ms"], r["wake_p90_ms"], r["complete"]]
+         for r in rows])
     write_result(result, results_dir)
     return result
 
@@ -119,7 +143,8 @@ def arguments() -> argparse.ArgumentParser:
 
 def execute(db: Database, args: argparse.Namespace) -> Result:
     return run(db, sagas=args.sagas or (500 if args.quick else SAGAS), threads=args.threads,
-               pool_size=args.pool_size, repeat=args.repeat, results_dir=args.results)
+               pool_size=args.pool_size, repeat=args.repeat,
+               wake_trials=10 if args.quick else WAKE_TRIALS, results_dir=args.results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
