@@ -20,6 +20,7 @@ from statistics import median
 from typing import Any, Final
 
 from saga.pgbouncer import temporary_pgbouncer
+from saga.pooling import POOLER_POLL_INTERVAL
 
 from . import harness, latency
 from .harness import (
@@ -98,8 +99,11 @@ def run(db: Database, *, sagas: int = SAGAS, threads: int = THREADS,
                       f"{peak.most} server connections", flush=True)
         for name, (dsn, options) in configurations.items():
             with db.schema() as schema:
+                # The poll interval given is pooler mode's default, passed so that the
+                # pause between trials is random over a whole interval: trials then
+                # fall anywhere between two polls.
                 found, _ = latency.trials(db, schema, wake_trials, notify=True,
-                                          threads=threads, poll_interval=None,
+                                          threads=threads, poll_interval=POOLER_POLL_INTERVAL,
                                           worker_dsn=dsn, worker_options=options)
             wake[name] = found
             print(f"  {name}: wake-up p50 {percentile(found, 50):.1f} ms", flush=True)

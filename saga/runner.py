@@ -322,6 +322,11 @@ class Runner:
                 continue
             if drain and looked_everywhere:
                 return
+            if idle_for >= self.poll_interval:
+                # Nothing due is known: jitter the poll, so that idle threads (woken
+                # together at start) drift apart and a poll-only worker looks every
+                # interval / threads or so, not all threads at once every interval.
+                idle_for *= random.uniform(0.5, 1.0)
             self._wakeup.wait(idle_for)
 
     def _cycle(self, held: dict[int, Conn]) -> tuple[bool, float, bool]:
