@@ -23,6 +23,14 @@ def _query(name: str, schema: str) -> str:
     return render(named_queries("web.sql")[name], check_schema(schema))
 
 
+def installed(conn: Conn, schema: str) -> bool:
+    """Whether *schema* has the step log (migration 004)."""
+    row = conn.cursor(row_factory=tuple_row).execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (render("{schema}.step_log", schema),),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def enabled(conn: Conn, schema: str) -> bool:
     """Whether *schema*'s step log records steps (False if it has no step log yet)."""
     row = conn.cursor(row_factory=tuple_row).execute(

@@ -24,6 +24,7 @@ from ..core import MAX_INSTANCE, MAX_NAME, check_text
 from ..errors import SagaException
 from ..records import Status
 from ..sqlfiles import check_schema
+from ..web import server as web_server
 from . import commands
 from .commands import CommandError
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", commands.migrate, "create or upgrade the saga schema (idempotent)",
         "Apply the missing migrations to the schema, under an advisory lock: safe to run "
         "from several processes at once.", parents=(database,))
+    web_server.add_commands(sub, database)
     return parser
 
 

@@ -10,6 +10,8 @@ own: `python -m saga web --dsn ... --bind 127.0.0.1:8080`.
 
 from __future__ import annotations
 
-from .app import Access, AccessRule, Dashboard, UserRule, read_only, remote_user
+from . import routes  # noqa: F401  (registers the pages and actions)
+from .app import Dashboard
+from .request import Access, AccessRule, UserRule, read_only, remote_user
 
 __all__ = ["Access", "AccessRule", "Dashboard", "UserRule", "read_only", "remote_user"]

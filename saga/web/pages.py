@@ -17,7 +17,8 @@ from .html import Markup, join, render
 from .queries import Count, Filters, Overview
 
 if TYPE_CHECKING:
-    from .app import Dashboard, Request
+    from .app import Dashboard
+    from .request import Request
 
 SHOWN: Final = 4000  # characters of an input or state shown before "show all"
 ERROR_GIST: Final = 80
