@@ -23,9 +23,11 @@ SELECT id, step, attempt, runner_id, started_at, ended_at, status, next_step, er
  LIMIT %(limit)s;
 
 -- name: table_estimate
--- The planner's row count of instance (pg_class.reltuples, kept by VACUUM and ANALYZE;
--- -1 before the first).
-SELECT reltuples::bigint FROM pg_catalog.pg_class WHERE oid = to_regclass(%(table)s);
+-- The planner's row count of instance (pg_class.reltuples, kept by VACUUM and ANALYZE);
+-- before the first of them (-1), a guess from the table's size at 100 bytes a row.
+SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint
+            ELSE pg_catalog.pg_relation_size(oid) / 100 END
+  FROM pg_catalog.pg_class WHERE oid = to_regclass(%(table)s);
 
 -- name: saga_names
 -- The distinct saga names by a walk of the (name, instance_id) index, one probe per name.
