@@ -186,6 +186,10 @@ class Dashboard:
         if length > MAX_BODY:
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "the form is too large")
         body = environ["wsgi.input"].read(length) if length > 0 else b""
+        kind = str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower()
+        if body and kind != "application/x-www-form-urlencoded":
+            raise HTTPError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                            f"forms must be application/x-www-form-urlencoded, not {kind!r}")
         return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     def _csrf_cookie(self, request: Request) -> str:

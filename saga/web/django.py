@@ -54,9 +54,6 @@ def urls(*, schema: str = "saga", dsn: str | None = None, using: str = "default"
          access: Callable[[Any], Access] = staff_only, **options: Any) -> list[Any]:
     """URL patterns to `include()` under a prefix of your choice. *options* go to
     `Dashboard` (refresh, title)."""
-    from django.contrib.auth.views import (  # type: ignore[import-untyped, unused-ignore]
-        redirect_to_login,
-    )
     from django.http import HttpResponse  # type: ignore[import-untyped, unused-ignore]
     from django.urls import re_path  # type: ignore[import-untyped, unused-ignore]
     from django.views.decorators.csrf import (  # type: ignore[import-untyped, unused-ignore]
@@ -76,6 +73,10 @@ def urls(*, schema: str = "saga", dsn: str | None = None, using: str = "default"
         decided = access(request)
         user = getattr(request, "user", None)
         if decided is Access.FORBIDDEN and user is not None and not user.is_authenticated:
+            from django.contrib.auth.views import (  # type: ignore[import-untyped, unused-ignore]
+                redirect_to_login,
+            )
+
             return redirect_to_login(request.get_full_path())
         root = request.path[: len(request.path) - len(rest)]
         status, headers, body = call(
