@@ -96,7 +96,8 @@ def test_cancel_request_and_set_state_are_not_step_ends(saga: Saga, db: Db) -> N
     assert [r["ended_at"] for r in log_of(db, "c")] == [None]  # still running
     db.execute("UPDATE {s}.instance SET status = 4, runner_id = NULL")
     [row] = log_of(db, "c")
-    assert row["status"] == Status.CANCELLED and row["ended_at"] is not None
+    assert row["status"] == Status.CANCELLED
+    assert row["ended_at"] is not None
 
 
 def test_a_claim_handed_back_leaves_no_row(saga: Saga, db: Db) -> None:

@@ -51,7 +51,8 @@ def test_every_page_answers_with_strict_headers(client: Client, store: Saga, db:
         reply = client.get(path)
         assert reply.status == 200, (path, reply.text)
         csp = reply.headers["content-security-policy"]
-        assert "default-src 'none'" in csp and "script-src 'self'" in csp
+        assert "default-src 'none'" in csp
+        assert "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
         assert reply.headers["x-content-type-options"] == "nosniff"
         assert reply.headers["x-frame-options"] == "DENY"
@@ -74,11 +75,14 @@ def test_overview_counts_backlog_runners_and_orphans(client: Client, store: Saga
     # pending, running, complete, error, cancelled, due, lag
     assert numbers[:6] == ["1", "0", "3", "1", "0", "1"]
     assert numbers[6].startswith("1m")
-    assert "Orphaned due steps" in page and ">reserve</a>" in page  # nobody serves it
+    assert "Orphaned due steps" in page
+    assert ">reserve</a>" in page
     assert "No live runner." in page
-    assert "History not recorded" not in page and "Step history is not recorded" in page
+    assert "History not recorded" not in page
+    assert "Step history is not recorded" in page
     assert "≈" not in page  # a small table is counted exactly
-    assert '<svg class="chart"' in page and "instances finished in the last hour" in page
+    assert '<svg class="chart"' in page
+    assert "instances finished in the last hour" in page
 
 
 def test_overview_chart_counts_steps_when_the_log_is_on(client: Client, store: Saga,
@@ -101,7 +105,8 @@ def test_overview_estimates_on_a_big_table(client: Client, store: Saga, db: Db,
                "SELECT 'shop', 'i-' || n, 'ship', 2 FROM generate_series(1, 500) AS n")
     db.execute("ANALYZE {s}.instance")
     page = client.get("/").text
-    assert "≈500" in page and "an estimate from the planner" in page
+    assert "≈500" in page
+    assert "an estimate from the planner" in page
 
 
 def test_runners_page(client: Client, store: Saga, db: Db) -> None:
@@ -110,10 +115,12 @@ def test_runners_page(client: Client, store: Saga, db: Db) -> None:
                "now() + interval '1 minute'), ('old:1:cd', 'old', 1, '{{}}', now() - "
                "interval '1 minute')")
     page = client.get("/runners").text
-    assert "web-1:42:ab" in page and "shop: reserve, &lt;b&gt;x" in page
+    assert "web-1:42:ab" in page
+    assert "shop: reserve, &lt;b&gt;x" in page
     assert "expired" in page
     overview = client.get("/").text
-    assert "web-1:42:ab" in overview and "old:1:cd" not in overview  # only live ones
+    assert "web-1:42:ab" in overview
+    assert "old:1:cd" not in overview
 
 
 def test_list_filters_and_pages_by_keyset(client: Client, store: Saga, db: Db) -> None:
@@ -182,7 +189,8 @@ def test_instance_page_shows_json_error_and_truncates(client: Client, store: Sag
     page = client.get(path).text
     assert '<span class="status s3">error</span>' in page
     assert "card declined: n" in page
-    assert "show all (" in page and "x" * 10_000 not in page
+    assert "show all (" in page
+    assert "x" * 10_000 not in page
     assert "x" * 10_000 in client.get(path + "?full=input").text
     assert "History not recorded" in page
     assert client.get(path + "?full=oops").status == 400
@@ -196,7 +204,8 @@ def test_instance_timeline_from_a_worker_run(client: Client, store: Saga, db: Db
     steps = re.findall(r'<table class="timeline">.*</table>', page, re.S)[0]
     assert [m for m in re.findall(r"<tr><td>\d+</td><td>(\w+)</td>", steps)] == [
         "reserve", "charge", "ship"]
-    assert "ran on to charge" in steps and '<span class="status s2">complete</span>' in steps
+    assert "ran on to charge" in steps
+    assert '<span class="status s2">complete</span>' in steps
     assert '<svg class="timeline"' in page
 
 
@@ -217,7 +226,8 @@ def test_hostile_data_is_escaped_everywhere(client: Client, make_saga: Any, db: 
         f"/instances?prefix={hostile}", f"/bulk/cancel?saga={hostile}")]
     for page in pages:
         assert hostile not in page
-        assert "<img" not in page and "<svg onload" not in page
+        assert "<img" not in page
+        assert "<svg onload" not in page
         assert "<script>" not in page
     assert any("&lt;" in page for page in pages)
 
@@ -242,12 +252,14 @@ def test_read_only_sees_but_cannot_act(dsn: str, schema: str, store: Saga, db: D
     try:
         client = Client(app)
         page = client.get(f"/instances/{row_id(db, 'bad')}")
-        assert page.status == 200 and "Retry</button>" not in page.text
+        assert page.status == 200
+        assert "Retry</button>" not in page.text
         assert "retry the ERROR ones" not in client.get("/instances").text
         assert client.get("/bulk/retry").status == 403
         reply = client.post(f"/instances/{row_id(db, 'bad')}/retry",
                             {"csrf": client.cookies["saga_csrf"]})
-        assert reply.status == 403 and "read-only" in reply.text
+        assert reply.status == 403
+        assert "read-only" in reply.text
     finally:
         app.close()
     assert db.row("bad")["status"] == Status.ERROR
@@ -285,7 +297,8 @@ def test_retry_then_a_worker_completes_it(client: Client, store: Saga, db: Db,
     with caplog.at_level("INFO", logger="saga.web"):
         reply = client.post(path + "/retry", {"csrf": token},
                             environ={"REMOTE_USER": "alice"})
-    assert reply.status == 303 and reply.headers["location"] == path + "?done=retry"
+    assert reply.status == 303
+    assert reply.headers["location"] == path + "?done=retry"
     assert db.row("bad")["status"] == Status.PENDING
     assert "Retried" in client.get(reply.headers["location"]).text
     record = next(r for r in caplog.records if getattr(r, "action", "") == "web_retry")
@@ -330,7 +343,9 @@ def test_csrf_rejections(client: Client, store: Saga, db: Db, case: str) -> None
 def test_csrf_cookie_is_strict(client: Client) -> None:
     reply = client.get("/")
     [cookie] = reply.cookies
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Path=/" in cookie
     assert client.get("/").cookies == []  # set once
 
 
@@ -346,7 +361,8 @@ def test_bulk_retry_and_cancel_confirm_with_a_count(client: Client, store: Saga,
     assert "5 ERROR instances to retry" in confirm.text
     db.execute("UPDATE {s}.instance SET input = '{{}}' WHERE status = 3")
     reply = client.post("/bulk/retry", {"csrf": confirm.csrf(), "saga": "shop"})
-    assert reply.status == 303 and "n=5" in reply.headers["location"]
+    assert reply.status == 303
+    assert "n=5" in reply.headers["location"]
     assert "Retried 5 instance(s)." in client.get(reply.headers["location"]).text
     assert db.statuses() == {Status.PENDING: 8, Status.COMPLETE: 1}
 

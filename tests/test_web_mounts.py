@@ -21,7 +21,7 @@ from saga.admin.cli import main
 from saga.web import Access, Dashboard
 from saga.web.flask import mount
 from tests.helpers import Db
-from tests.web_support import Client, shop
+from tests.web_support import shop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,8 @@ def test_flask_dispatcher_middleware(dsn: str, schema: str, store: Saga, db: Db)
         assert client.get("/").text == "home"
         page = client.get("/saga/instances")
         assert page.status_code == 200
-        assert 'href="/saga/instances/' in page.text and 'src="/saga/static/app.js"' in page.text
+        assert 'href="/saga/instances/' in page.text
+        assert 'src="/saga/static/app.js"' in page.text
         row_id = db.one("SELECT id FROM {s}.instance WHERE instance_id = 'bad'")
         detail = client.get(f"/saga/instances/{row_id}").text
         token = re.search(r'name="csrf" value="([^"]+)"', detail)
@@ -85,7 +86,8 @@ def test_flask_mount_decides_in_the_request_context(dsn: str, schema: str, store
         assert client.get("/ops/").status_code == 403
         client.get("/login/viewer")
         page = client.get("/ops/")
-        assert page.status_code == 200 and "read-only · viewer" in page.text
+        assert page.status_code == 200
+        assert "read-only · viewer" in page.text
         assert 'href="/ops/instances"' in page.text
         client.get("/login/admin")
         row_id = db.one("SELECT id FROM {s}.instance WHERE instance_id = 'bad'")
@@ -115,7 +117,8 @@ def test_standalone_server(dsn: str, schema: str, store: Saga) -> None:
         with urllib.request.urlopen(found[1] + "instances?saga=shop", timeout=10) as reply:
             body = reply.read().decode()
             assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'")
-        assert ">good</a>" in body and "· read-only" in body
+        assert ">good</a>" in body
+        assert "· read-only" in body
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=20)
