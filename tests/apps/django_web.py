@@ -57,7 +57,8 @@ def main(dsn: str, schema: str) -> int:
 
     anonymous = Client()
     reply = anonymous.get("/ops/saga/")
-    assert reply.status_code == 302 and reply["Location"].startswith("/login/?next="), reply
+    assert reply.status_code == 302, reply
+    assert reply["Location"].startswith("/login/?next="), reply
 
     visitor = Client()
     visitor.force_login(plain)
@@ -68,7 +69,8 @@ def main(dsn: str, schema: str) -> int:
     page = client.get("/ops/saga/")
     assert page.status_code == 200, page.content
     text = page.content.decode()
-    assert 'href="/ops/saga/instances"' in text and "full · ops" in text, text
+    assert 'href="/ops/saga/instances"' in text, text
+    assert "full · ops" in text, text
     assert "default-src 'none'" in page["Content-Security-Policy"]
     detail = client.get(f"/ops/saga/instances/{row_id}").content.decode()
     token = re.search(r'name="csrf" value="([^"]+)"', detail)
