@@ -54,7 +54,7 @@ CSP: Final = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 
               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
               "base-uri 'none'")
 STATIC: Final = {"app.js": "text/javascript; charset=utf-8",
-                 "app.css": "text/css; charset=utf-8"}
+                 "app.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"}
 
 
 Handler = Callable[["Dashboard", Request, re.Match[str]], Response]

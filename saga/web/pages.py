@@ -67,12 +67,14 @@ def layout(request: Request, app: Dashboard, title: str, body: Markup, *,
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>{title} · {app}</title>"
+        '<link rel="icon" href="{icon}" type="image/svg+xml">'
         '<link rel="stylesheet" href="{css}"><script src="{js}" defer></script></head>'
         '<body data-refresh="{refresh}"><header><strong class="brand">{app}</strong>'
         '<nav>{nav}</nav><span class="who">schema {schema} · {who}</span>'
         '<button type="button" id="refresh-toggle" hidden>pause refresh</button></header>'
         "<main><h1>{title}</h1>{flash}{body}</main></body></html>",
         title=title, app=app.title, css=request.url("/static/app.css"),
+        icon=request.url("/static/icon.svg"),
         js=request.url("/static/app.js"), refresh=int(refresh), nav=nav,
         schema=app.schema, who=who, flash=flash(request), body=body)
 
