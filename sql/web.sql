@@ -78,9 +78,13 @@ SELECT p.name, p.step,
  ORDER BY p.name, p.step;
 
 -- name: count_due
+-- `now` is the database's, passed in so that the planner's estimate can use the
+-- histogram of run_after (statement_timestamp() in the query would hide it).
 SELECT count(*) FROM {schema}.instance
- WHERE status = 0 AND name = %(name)s AND step = %(step)s
-   AND run_after <= statement_timestamp();
+ WHERE status = 0 AND name = %(name)s AND step = %(step)s AND run_after <= %(now)s;
+
+-- name: now
+SELECT statement_timestamp();
 
 -- name: list_runners
 SELECT id, hostname, pid, serves, started_at, heartbeat_at, expires_at,

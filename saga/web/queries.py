@@ -112,14 +112,16 @@ class WebStore:
     # -- counting -----------------------------------------------------------------------
 
     def estimate(self, conn: Conn, query: str, params: Mapping[str, object]) -> int:
-        """The planner's estimate of the rows *query* (a `SELECT count(*) ...`) counts."""
-        [(plan,)] = self._tuples(conn, "EXPLAIN (FORMAT JSON) " + query, params)
+        """The planner's estimate of the rows *query* (a `SELECT count(*) FROM ...`)
+        counts: the rows of its `SELECT 1 FROM ...`, which the plan's top node gives
+        (a parallel plan's Gather counts every worker's)."""
+        probe = query.replace("SELECT count(*) FROM", "SELECT 1 FROM", 1)
+        if probe == query:
+            raise ValueError(f"not a SELECT count(*) query: {query[:60]!r}")
+        [(plan,)] = self._tuples(conn, "EXPLAIN (FORMAT JSON) " + probe, params)
         if isinstance(plan, str):
             plan = json.loads(plan)
-        node = plan[0]["Plan"]
-        while node.get("Node Type") == "Aggregate" and node.get("Plans"):
-            node = node["Plans"][0]  # the rows under count(*)
-        return int(node.get("Plan Rows", 0))
+        return int(plan[0]["Plan"].get("Plan Rows", 0))
 
     def count(self, conn: Conn, query: str, params: Mapping[str, object]) -> Count:
         """Count exactly when the estimate is small, else return the estimate."""
@@ -152,9 +154,10 @@ class WebStore:
                                              {"name": name, "status": status})
                 per[1] = Count(int(running.get(name, 0)), True)
         due = self._dicts(conn, self._q["due_steps"], {})
+        [(now,)] = self._tuples(conn, self._q["now"], {})
         for row in due:
             row["count"] = self.count(conn, self._q["count_due"],
-                                      {"name": row["name"], "step": row["step"]})
+                                      {"name": row["name"], "step": row["step"], "now": now})
         runners = self._dicts(conn, self._q["list_runners"], {})
         query = self._q["steps_per_minute" if step_log else "finished_per_minute"]
         minutes = dict(self._tuples(conn, query, {}))
