@@ -273,6 +273,17 @@ def test_default_access_is_read_only(dsn: str, schema: str, store: Saga) -> None
         app.close()
 
 
+def test_runs_on_a_pool_it_is_given(dsn: str, schema: str, store: Saga) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(dsn, min_size=1, max_size=2, open=True,
+                        kwargs={"autocommit": True}) as pool:
+        app = Dashboard(pool=pool, schema=schema)
+        assert Client(app).get("/instances").status == 200
+        app.close()
+        assert not pool.closed  # not the app's to close
+
+
 def test_bad_arguments_name_themselves(dsn: str) -> None:
     with pytest.raises(ValueError, match="dsn or a pool"):
         Dashboard()
