@@ -133,3 +133,14 @@ def test_needs_the_tables_owner(saga: Saga, db: Db) -> None:
     finally:
         db.execute("DROP OWNED BY saga_steplog_reader")
         db.execute("DROP ROLE saga_steplog_reader")
+
+
+def test_a_step_begun_before_the_log_was_on(saga: Saga, db: Db) -> None:
+    build(saga)
+    saga.start("m", "first", {})
+    db.execute("UPDATE {s}.instance SET status = 1, attempts = 1, runner_id = 'r'")
+    steplog.enable(db.conn, db.schema)
+    db.execute("UPDATE {s}.instance SET status = 2, runner_id = NULL")
+    [row] = log_of(db, "m")
+    assert row["started_at"] is None
+    assert (row["step"], row["attempt"], row["status"]) == ("first", 1, Status.COMPLETE)
