@@ -122,17 +122,17 @@ def test_turned_off_again_and_purged_with_its_instance(saga: Saga, db: Db) -> No
 
 
 def test_needs_the_tables_owner(saga: Saga, db: Db) -> None:
-    db.execute("DROP ROLE IF EXISTS saga_steplog_reader")
-    db.execute("CREATE ROLE saga_steplog_reader")
+    role = f"saga_steplog_{db.schema}"  # roles are the cluster's: one per test
+    db.execute(f'CREATE ROLE "{role}"')
     try:
-        db.execute("GRANT USAGE ON SCHEMA {s} TO saga_steplog_reader")
+        db.execute(f'GRANT USAGE ON SCHEMA {{s}} TO "{role}"')
         with db.conn.transaction():
-            db.execute("SET LOCAL ROLE saga_steplog_reader")
+            db.execute(f'SET LOCAL ROLE "{role}"')
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 steplog.enable(db.conn, db.schema)
     finally:
-        db.execute("DROP OWNED BY saga_steplog_reader")
-        db.execute("DROP ROLE saga_steplog_reader")
+        db.execute(f'DROP OWNED BY "{role}"')
+        db.execute(f'DROP ROLE "{role}"')
 
 
 def test_a_step_begun_before_the_log_was_on(saga: Saga, db: Db) -> None:
