@@ -13,7 +13,7 @@
 
 CREATE TABLE {schema}.step_log (
     id          bigserial   PRIMARY KEY,
-    instance    bigint      NOT NULL REFERENCES {schema}.instance (id) ON DELETE CASCADE,
+    instance    bigint      NOT NULL,           -- instance.id (see step_log_forget below)
     step        text        NOT NULL,           -- the step that ran
     attempt     integer     NOT NULL,           -- the instance's attempts at the claim
     runner_id   text,                           -- who ran it
@@ -71,6 +71,27 @@ CREATE TRIGGER step_log AFTER UPDATE ON {schema}.instance
                                   OR NEW.called <> OLD.called)))
     EXECUTE FUNCTION {schema}.record_step();
 ALTER TABLE {schema}.instance DISABLE TRIGGER step_log;
+
+-- A foreign key would cost every step a lookup and forbid `TRUNCATE instance` alone:
+-- instead, a statement's deleted instances (a purge batch) take their log rows with
+-- them, and a TRUNCATE of instance empties the log. These stay on with the log off.
+CREATE FUNCTION {schema}.forget_steps() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE {schema}.step_log;
+    ELSE
+        DELETE FROM {schema}.step_log WHERE instance IN (SELECT id FROM gone);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER step_log_forget AFTER DELETE ON {schema}.instance
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION {schema}.forget_steps();
+CREATE TRIGGER step_log_truncate AFTER TRUNCATE ON {schema}.instance
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.forget_steps();
 
 CREATE INDEX instance_updated_idx ON {schema}.instance (updated_at, id);
 CREATE INDEX instance_failed_idx ON {schema}.instance (updated_at, id) WHERE status >= 3;

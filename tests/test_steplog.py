@@ -144,3 +144,13 @@ def test_a_step_begun_before_the_log_was_on(saga: Saga, db: Db) -> None:
     [row] = log_of(db, "m")
     assert row["started_at"] is None
     assert (row["step"], row["attempt"], row["status"]) == ("first", 1, Status.COMPLETE)
+
+
+def test_truncate_of_instances_empties_the_log(saga: Saga, db: Db) -> None:
+    build(saga)
+    steplog.enable(db.conn, db.schema)
+    saga.start("t", "first", {})
+    saga.run(workers=1, drain=True)
+    assert db.one("SELECT count(*) FROM {s}.step_log") == 2
+    db.execute("TRUNCATE {s}.instance RESTART IDENTITY")
+    assert db.one("SELECT count(*) FROM {s}.step_log") == 0
