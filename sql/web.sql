@@ -1,6 +1,7 @@
 -- The queries of the dashboard (saga.web) and of the step log switch (saga.steplog), in
--- the format of queries.sql. Blocks named filter_* and order_* are fragments that
--- saga.web.queries joins into list_instances' {where}: values stay parameters, always.
+-- the format of queries.sql. Blocks named filter_* are conditions that saga.web.queries
+-- appends (with AND) to a query ending in `WHERE true`, followed by that query's
+-- `_rest` block if it has one: values stay parameters, always.
 -- Times are statement_timestamp(), the database clock.
 
 -- name: steplog_enabled
@@ -115,17 +116,18 @@ SELECT id, name, instance_id, step, status, input::text AS input, state::text AS
   FROM {schema}.instance WHERE id = %(id)s;
 
 -- name: list_instances
--- {where} is the conjunction of the filter_* fragments asked for (or `true`); the order
--- is instance_updated_idx's, so that a page is an index range, however big the table.
+-- The filters asked for follow; the order is instance_updated_idx's, so that a page is
+-- an index range, however big the table.
 SELECT id, name, instance_id, step, status, attempts, run_after, updated_at,
        left(error, 2000) AS error
   FROM {schema}.instance
- WHERE {where}
+ WHERE true
+-- name: list_instances_rest
  ORDER BY updated_at DESC, id DESC
  LIMIT %(limit)s;
 
 -- name: count_instances
-SELECT count(*) FROM {schema}.instance WHERE {where};
+SELECT count(*) FROM {schema}.instance WHERE true
 
 -- name: filter_saga
 name = %(saga)s
@@ -154,7 +156,9 @@ status IN (0, 1) AND NOT cancel_requested
 -- (queries.sql retry_instance); SKIP LOCKED passes rows a worker or another action holds.
 -- A replayed row no longer matches status = 3, so the caller repeats until none is left.
 WITH target AS (
-    SELECT id FROM {schema}.instance WHERE {where} LIMIT %(batch)s FOR UPDATE SKIP LOCKED),
+    SELECT id FROM {schema}.instance WHERE true
+-- name: bulk_retry_rest
+     LIMIT %(batch)s FOR UPDATE SKIP LOCKED),
 retried AS (
     UPDATE {schema}.instance AS i
        SET status = 0, attempts = 0, error = NULL, runner_id = NULL, cancel_requested = false,
@@ -170,7 +174,8 @@ SELECT count(*), (SELECT count(*) FROM (SELECT pg_notify(%(channel)s, name)
 -- saga.cancel does (queries.sql cancel_instance): PENDING ones at once, RUNNING ones
 -- flagged for their runner (and then no longer selected: NOT cancel_requested).
 WITH target AS (
-    SELECT id, status FROM {schema}.instance WHERE {where}
+    SELECT id, status FROM {schema}.instance WHERE true
+-- name: bulk_cancel_rest
      LIMIT %(batch)s FOR UPDATE SKIP LOCKED),
 cancelled AS (
     UPDATE {schema}.instance AS i

@@ -87,7 +87,7 @@ class WebStore:
     def __init__(self, schema: str) -> None:
         self.schema = check_schema(schema)
         self._text = named_queries("web.sql")
-        self._q = {name: self._render(text, "true") for name, text in self._text.items()}
+        self._q = {name: self._render(text) for name, text in self._text.items()}
         self.channel = f"pgsaga_{schema}"
         self.done_channel = f"pgsaga_{schema}_done"
         self.table = sql.Identifier(schema, "instance").as_string(None)
@@ -95,13 +95,15 @@ class WebStore:
     def __repr__(self) -> str:
         return f"<WebStore schema={self.schema!r}>"
 
-    def _render(self, text: str, where: str) -> str:
-        return sql.SQL(text).format(schema=sql.Identifier(self.schema),
-                                    where=sql.SQL(where)).as_string(None)
+    def _render(self, text: str) -> str:
+        return sql.SQL(text).format(schema=sql.Identifier(self.schema)).as_string(None)
 
     def _where(self, query: str, fragments: list[str]) -> str:
-        where = " AND ".join(f"({self._text[f]})" for f in fragments) or "true"
-        return self._render(self._text[query], where)
+        """*query* (which ends in `WHERE true`) with the filter_* blocks *fragments*
+        appended, then its `_rest` block: fixed SQL text from web.sql only."""
+        conditions = "".join(f"\n   AND ({self._text[f]})" for f in fragments)
+        return self._render(self._text[query] + conditions + "\n"
+                            + self._text.get(query + "_rest", ""))
 
     def _tuples(self, conn: Conn, query: str, params: Mapping[str, object]) -> list[Any]:
         return conn.cursor(row_factory=tuple_row).execute(query, params).fetchall()
