@@ -13,7 +13,8 @@ import ipaddress
 import logging
 import socketserver
 import sys
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .. import steplog
@@ -24,6 +25,7 @@ from .request import Access
 logger = logging.getLogger(__name__)
 
 DEFAULT_BIND: Final = "127.0.0.1:8080"
+T = TypeVar("T")
 
 
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -101,21 +103,25 @@ def switch_steplog(args: argparse.Namespace, conn: Any, dsn: str) -> str:
     return f"step log of schema {args.schema}: {state}"
 
 
-def add_commands(sub: Any, database: argparse.ArgumentParser) -> None:
-    """Add `web` and `steplog` to the admin CLI's subparsers."""
-    cmd = sub.add_parser(
-        "web", parents=[database], help="serve the web dashboard",
-        description="Serve the web dashboard of the schema: overview, instances, "
-        "runners; retry and cancel unless --read-only. Binds to loopback by default.")
+def _web(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--bind", type=bind_address, default=bind_address(DEFAULT_BIND),
                      metavar="HOST:PORT", help=f"where to listen (default {DEFAULT_BIND})")
     cmd.add_argument("--read-only", action="store_true", help="show, never act")
-    cmd.set_defaults(run=web, parser=cmd)
-    cmd = sub.add_parser(
-        "steplog", parents=[database], help="turn the step log on or off",
-        description="Turn the step log of the schema on or off, or show whether it is on. "
-        "When on, each step a worker runs is recorded (step, attempt, times, outcome) in "
-        "the transaction of its outcome, for the dashboard's timeline; it costs each "
-        "step two more writes. Needs the role that owns the tables.")
+
+
+def _steplog(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("switch", choices=("on", "off", "status"))
-    cmd.set_defaults(run=switch_steplog, parser=cmd)
+
+
+def specs(spec: Callable[..., T]) -> list[T]:
+    """The admin CLI's entries (made with its *spec* class) for `web` and `steplog`."""
+    return [
+        spec("web", web, _web, "serve the web dashboard",
+             "Serve the web dashboard of the schema: overview, instances, runners; retry "
+             "and cancel unless --read-only. Binds to loopback by default.", json=False),
+        spec("steplog", switch_steplog, _steplog, "turn the step log on or off",
+             "Turn the step log of the schema on or off, or show whether it is on. When "
+             "on, each step a worker runs is recorded (step, attempt, times, outcome) in "
+             "the transaction of its outcome, for the dashboard's timeline; it costs each "
+             "step two more writes. Needs the role that owns the tables.", json=False),
+    ]
