@@ -225,6 +225,11 @@ def test_pgsaga_runs_the_worker_and_the_admin_commands(dsn: str, schema: str, db
     assert drained.stdout.startswith("drained: ")
     shown = json.loads(run("show", "c-1", "--json", "--schema", schema).stdout)
     assert shown["status"] == "complete"
+    elsewhere = run("worker", "tests.apps.chain:saga", "--drain", "--schema", "t_elsewhere",
+                    "--log-level", "WARNING")  # chain names its schema in its code: kept
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (f"saga chain keeps schema {schema}, which its code names (--schema t_elsewhere "
+            "is for the sagas that name none)") in elsewhere.stderr
     helped = run("worker", "--help")
     assert helped.stdout.startswith("usage: pgsaga worker")
     bad = run("worker", "tests.apps.chain:saga", "--log-level", "loud")
