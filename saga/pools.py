@@ -4,6 +4,7 @@ SAGA_DSN) on first use, or a pool the application passes in and keeps owning."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -38,7 +39,8 @@ class Database:
             check_dsn(dsn)
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not 0 < timeout < math.inf):
             raise ValueError(f"connect_timeout must be a number of seconds > 0, got {timeout!r}")
         self.timeout = float(timeout)
         self._errors_seen = 0  # the pool's count of failed connection attempts, last seen
@@ -78,9 +80,9 @@ class Database:
 
         Without that probe a pool that cannot connect makes its first caller wait for
         the whole pool timeout, then raise a bare `PoolTimeout`, while it logs a failed
-        attempt every second. The probe fails at once when the server refuses (after at
-        most *timeout* when it does not answer), with the reason; no pool is left behind,
-        so the next call tries again.
+        attempt every second. The probe fails at once when the server refuses (after the
+        timeout, rounded up to whole seconds and at least 2 by libpq, when it does not
+        answer), with the reason; no pool is left behind, so the next call tries again.
         """
         dsn = self.dsn = self.identity()  # SAGA_DSN, read now, is the DSN from now on
         check_connection(dsn, self.timeout)  # DatabaseUnavailable, with libpq's reason

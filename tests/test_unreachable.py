@@ -172,7 +172,7 @@ def test_a_pool_kept_busy_fails_calls_within_the_timeout(dsn: str, schema: str) 
             s.get("nobody")  # free again
 
 
-@pytest.mark.parametrize("value", [0, -1, float("nan"), "5", True])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "5", True])
 def test_connect_timeout_is_checked(value: object) -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         Saga("shop", "postgresql://127.0.0.1/test", connect_timeout=value)  # type: ignore[arg-type]
