@@ -206,6 +206,7 @@ def test_stats_watch_reports_again_until_the_count(
 
 def test_pgsaga_runs_the_worker_and_the_admin_commands(dsn: str, schema: str, db: Db) -> None:
     """`pgsaga worker` is `python -m saga.worker`; the global options go along."""
+    assert PGSAGA.exists(), f"{PGSAGA} is missing: reinstall, pip install -e '.[test]'"
     env = {**os.environ, "SAGA_DSN": dsn, "SAGA_TEST_SCHEMA": schema}
     env.pop("SAGA_SCHEMA", None)
 
