@@ -33,7 +33,7 @@ def run_suite(dsn: str, name: str, marker: str) -> None:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("suite", ["suite_backend.py", "suite_worker.py"])
+@pytest.mark.parametrize("suite", ["suite_backend.py", "suite_worker.py", "suite_example.py"])
 def test_suite(dsn: str, suite: str) -> None:
     run_suite(dsn, suite, "not slow")
 
