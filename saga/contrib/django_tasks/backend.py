@@ -25,6 +25,7 @@ from saga import Saga, SagaNotFound, Step
 from saga.core import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS
 
 from ._compat import BaseTaskBackend, TaskResultDoesNotExist, task_enqueued
+from .execute import run_task
 from .results import task_input, to_result
 
 OPTION_NAMES: Final = frozenset(
@@ -32,6 +33,11 @@ OPTION_NAMES: Final = frozenset(
 
 # Keys of Django's connection parameters that are psycopg's, not libpq's.
 _NOT_LIBPQ: Final = frozenset({"cursor_factory", "context", "prepare_threshold"})
+
+# Django makes a backend per thread (its handler is thread-local); they share one Saga per
+# configuration, so that a DSN backend has one pool per process, not one per thread.
+_SHARED: dict[tuple[object, ...], Saga] = {}
+_SHARED_LOCK = threading.Lock()  # guards _SHARED and the steps of the sagas in it
 
 
 class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untyped here
@@ -70,11 +76,12 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
             "backoff_base": options.get("BACKOFF_BASE", BACKOFF_BASE),
             "backoff_max": options.get("BACKOFF_MAX", BACKOFF_MAX),
         }
-        try:  # check the options now, naming the backend, rather than at the first enqueue
-            self.saga = self._new_saga(self.dsn)
-        except (TypeError, ValueError) as e:
-            raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {e}") from e
-        self._lock = threading.Lock()  # registers a queue's step once, on first use
+        key = (self.saga_name, self.dsn, *sorted(self._settings.items()))
+        with _SHARED_LOCK:
+            try:  # check the options now, naming the backend, rather than at the first enqueue
+                self.saga = _SHARED.get(key) or _SHARED.setdefault(key, self._new_saga(self.dsn))
+            except (TypeError, ValueError) as e:
+                raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: {e}") from e
         for queue in sorted(self.queues):
             self._step(queue)
 
@@ -119,13 +126,28 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
             raise TaskResultDoesNotExist(result_id) from e
         return to_result(record, self.alias)
 
+    def check(self, **kwargs: Any) -> Iterable[Any]:
+        """Django's system checks: the DATABASE alias must be PostgreSQL (on psycopg 3)."""
+        from django.core import checks  # type: ignore[import-untyped, unused-ignore]
+        from django.db import connections  # type: ignore[import-untyped, unused-ignore]
+
+        yield from super().check(**kwargs)
+        if self.database is None:
+            return
+        if self.database not in connections.settings:
+            yield checks.Error(f"tasks backend {self.alias!r}: DATABASE {self.database!r} is "
+                               "not in DATABASES", id="saga_tasks.E001")
+        elif connections[self.database].vendor != "postgresql":
+            yield checks.Error(
+                f"tasks backend {self.alias!r}: DATABASE {self.database!r} is not PostgreSQL",
+                hint="use django.db.backends.postgresql, or give the backend a DSN",
+                id="saga_tasks.E002")
+
     # -- the worker's side ---------------------------------------------------------------
 
     def worker_saga(self, queues: Iterable[str] | None = None) -> Saga:
         """A new `Saga` whose steps run this backend's tasks of *queues* (default: QUEUES),
         on the backend's DSN, else on its Django database's settings."""
-        from .execute import run_task  # the worker's code, not needed to enqueue
-
         chosen = sorted(self.queues if queues is None else set(queues))
         if not chosen:
             raise ValueError(f"tasks backend {self.alias!r} has no QUEUES: name the queues "
@@ -135,7 +157,7 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
             if self.queues and queue not in self.queues:
                 raise ValueError(f"queue {queue!r} is not among the QUEUES of tasks backend "
                                  f"{self.alias!r}: {sorted(self.queues)}")
-            worker.step(_queue_step(queue, self, worker, run_task))
+            worker.step(_queue_step(queue, self, worker))
         return worker
 
     # -- internals -----------------------------------------------------------------------
@@ -146,10 +168,10 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
     def _step(self, queue: str) -> Step:
         """The step of *queue* on the backend's saga, registered on first use (with
         `QUEUES = []` any queue name is valid)."""
-        with self._lock:
+        with _SHARED_LOCK:
             found = self.saga.steps.get(queue)
             if found is None:
-                found = self.saga.step(_named(queue))
+                found = self.saga.step(_queue_step(queue, self, self.saga))
             return found
 
     @contextmanager
@@ -164,18 +186,10 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
         yield connection(self.database, atomic=False)
 
 
-def _named(queue: str) -> Any:
-    """A placeholder step function named *queue*: the enqueueing side never runs steps."""
-    def step(input: object) -> None:
-        raise RuntimeError("a task is run by the worker's saga (Backend.worker_saga())")
-    step.__name__ = step.__qualname__ = queue
-    return step
-
-
-def _queue_step(queue: str, backend: Backend, saga: Saga, run: Any) -> Any:
-    """The worker's step function of *queue*: run one attempt of the stored task."""
+def _queue_step(queue: str, backend: Backend, saga: Saga) -> Any:
+    """The step function of *queue*: run one attempt of the stored task."""
     def step(input: object, state: object, set_state: Any, logger: Any) -> object:
-        return run(backend, saga, input, state, set_state, logger)
+        return run_task(backend, saga, input, state, set_state, logger)
     step.__name__ = step.__qualname__ = queue
     return step
 

@@ -296,3 +296,34 @@ def test_a_dsn_backend_commits_on_its_own(site: Site) -> None:
     assert on_own_pool.get_result(result.id).status == TaskResultStatus.READY
     run_until(finished(result), alias="own_pool", queues=["bulk"])
     assert result.return_value == 3
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"NOPE": 1}, "unknown option.s. NOPE"),
+    ({"DSN": "dbname=x", "DATABASE": "default"}, "give DATABASE .* or DSN, not both"),
+    ({"MAX_ATTEMPTS": 0}, "max_attempts must be an integer >= 1"),
+    ({"SCHEMA": "no such"}, "schema"),
+])
+def test_bad_options_are_refused_naming_the_backend(options: dict[str, Any],
+                                                    message: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=rf"TASKS\['broken'\]\['OPTIONS'\]: {message}"):
+        Backend("broken", {"OPTIONS": options})
+
+
+def test_system_checks() -> None:
+    assert list(task_backends["default"].check()) == []
+    missing = Backend("missing", {"OPTIONS": {"DATABASE": "other"}})
+    assert [e.id for e in missing.check()] == ["saga_tasks.E001"]
+
+
+def test_backends_of_all_threads_share_one_saga() -> None:
+    import threading
+
+    found: list[Any] = []
+    thread = threading.Thread(target=lambda: found.append(task_backends["own_pool"]))
+    thread.start()
+    thread.join()
+    assert found[0] is not task_backends["own_pool"]  # Django's handler is thread-local
+    assert found[0].saga is task_backends["own_pool"].saga  # one pool per process
