@@ -19,26 +19,33 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "tests" / "apps" / "tasks_site"
 
 
-def run_suite(dsn: str, name: str, marker: str) -> None:
-    """Run `tests/apps/tasks_site/<name>` in a child pytest; fail with its report."""
+def run_suite(dsn: str, names: list[str], marker: str) -> None:
+    """Run `tests/apps/tasks_site/<names>` in one child pytest; fail with its report."""
     env = {**os.environ, "SAGA_TEST_DSN": dsn}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(SUITES / name), "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", *(str(SUITES / n) for n in names), "-q",
+         "-p", "no:cacheprovider",
          "-m", marker, "-o", "addopts=-ra --strict-markers"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
-        pytest.fail(f"{name} failed (exit {proc.returncode}):\n{proc.stdout[-12000:]}\n"
+        pytest.fail(f"{', '.join(names)} failed (exit {proc.returncode}):\n{proc.stdout[-12000:]}\n"
                     f"{proc.stderr[-4000:]}", pytrace=False)
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("suite", ["suite_backend.py", "suite_worker.py", "suite_example.py"])
-def test_suite(dsn: str, suite: str) -> None:
-    run_suite(dsn, suite, "not slow")
+def test_backend_and_worker(dsn: str) -> None:
+    """The contract, the view, worker processes: tests.apps.tasks_site's settings."""
+    run_suite(dsn, ["suite_backend.py", "suite_worker.py"], "not slow")
+
+
+@pytest.mark.timeout(600)
+def test_example(dsn: str) -> None:
+    """examples/django_app's task: the example's settings, so a process of its own."""
+    run_suite(dsn, ["suite_example.py"], "not slow")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_kill_suite(dsn: str) -> None:
-    run_suite(dsn, "suite_kill.py", "slow")
+def test_kill_9_during_a_task(dsn: str) -> None:
+    run_suite(dsn, ["suite_kill.py"], "slow")

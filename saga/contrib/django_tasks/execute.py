@@ -38,8 +38,9 @@ def run_task(backend: Any, saga: Saga, input: object, state: object,
              set_state: Callable[[object], None], log: logging.LoggerAdapter[Any]) -> object:
     """Run one attempt of the task stored as *input*; return the final state on success.
 
-    Raise `SagaError` (fail for good) for a task that cannot be loaded or returns what
-    cannot be stored, and re-raise what the task raised, for pgsaga's retry policy.
+    Raise `SagaError` (fail for good) for a return value that cannot be stored, and
+    re-raise what the task raised (`LookupError` for a task this worker cannot import),
+    for pgsaga's retry policy.
     """
     from django.db import close_old_connections  # type: ignore[import-untyped, unused-ignore]
     from django.utils import timezone  # type: ignore[import-untyped, unused-ignore]
@@ -48,16 +49,19 @@ def run_task(backend: Any, saga: Saga, input: object, state: object,
     result_id, attempt = str(context.get("instance")), int(str(context.get("attempt", 1)))
     payload = input if isinstance(input, dict) else {}
     attempts: dict[str, Any] = dict(state) if isinstance(state, dict) else {}
-    try:
-        task = stored_task(payload, str(context.get("step")), backend.alias)
-    except ValueError as e:
-        raise SagaError(str(e)) from e
     now = timezone.now().isoformat()
     attempts["worker_ids"] = [*attempts.get("worker_ids", []), str(context.get("runner"))]
     attempts.setdefault("started_at", now)
     attempts["last_attempted_at"] = now
     attempts.setdefault("errors", [])
     set_state(attempts)  # this attempt is on record, whatever happens to the process next
+    try:
+        task = stored_task(payload, str(context.get("step")), backend.alias)
+    except ValueError as e:
+        # A worker of an older deploy may not know a new task: retried, as pgsaga's
+        # steps are, so that a worker that knows it takes it (until MAX_ATTEMPTS).
+        _record(attempts, e, set_state)
+        raise LookupError(str(e)) from e
     result = _result(saga, task, result_id, payload, attempts, TaskResultStatus.RUNNING)
     task_started.send(sender=type(backend), task_result=result)
     # As around a request: drop ORM connections that are broken, in a transaction left
@@ -96,6 +100,15 @@ def _failed(backend: Any, saga: Saga, task: Any, result_id: str, payload: dict[s
             set_state: Callable[[object], None], final: bool) -> None:
     """Add *error* to the attempt log (committed now); on a *final* failure, tell the
     framework's `task_finished` receivers, inside the `except` as they expect."""
+    _record(attempts, error, set_state)
+    if final:
+        failed = _result(saga, task, result_id, payload, attempts, TaskResultStatus.FAILED)
+        task_finished.send(sender=type(backend), task_result=failed)
+
+
+def _record(attempts: dict[str, Any], error: BaseException,
+            set_state: Callable[[object], None]) -> None:
+    """Add *error* to the attempt log and checkpoint it (it survives the retry)."""
     kind = type(error)
     attempts["errors"] = [*attempts["errors"], {
         "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
@@ -103,9 +116,6 @@ def _failed(backend: Any, saga: Saga, task: Any, result_id: str, payload: dict[s
     }]
     attempts["failed_at_attempt"] = len(attempts["worker_ids"])
     set_state(attempts)
-    if final:
-        failed = _result(saga, task, result_id, payload, attempts, TaskResultStatus.FAILED)
-        task_finished.send(sender=type(backend), task_result=failed)
 
 
 def _result(saga: Saga, task: Any, result_id: str, payload: dict[str, Any],

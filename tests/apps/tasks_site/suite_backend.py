@@ -327,3 +327,20 @@ def test_backends_of_all_threads_share_one_saga() -> None:
     thread.join()
     assert found[0] is not task_backends["own_pool"]  # Django's handler is thread-local
     assert found[0].saga is task_backends["own_pool"].saga  # one pool per process
+
+
+def test_a_task_this_worker_cannot_import_is_retried_then_failed(site: Site) -> None:
+    """As after a deploy that removed it, or before this worker's deploy added it."""
+    from saga.contrib.django import connection
+
+    backend = task_backends["default"]
+    backend.saga.start("gone", "default", {"task": "tests.apps.tasks_site.tasks.gone",
+                                           "args": [], "kwargs": {}, "run_after": None},
+                       conn=connection(atomic=False))
+    run_until(lambda: site.db.row("gone")["status"] == 3)
+    state = site.db.row("gone")["state"]
+    assert len(state["worker_ids"]) == 3
+    last = state["errors"][-1]["traceback"]
+    assert "cannot import task 'tests.apps.tasks_site.tasks.gone'" in last
+    with pytest.raises(ValueError, match="cannot import task"):
+        backend.get_result("gone")
