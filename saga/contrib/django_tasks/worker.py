@@ -48,7 +48,14 @@ def backends() -> list[Any]:
 
 
 def select(names: list[str] | None) -> list[Saga]:
-    """The worker sagas of the queues *names* (None: each backend's QUEUES)."""
+    """The worker sagas of the queues *names* (None: each backend's QUEUES), made once."""
+    key = None if names is None else tuple(names)
+    if key not in _selected:
+        _selected[key] = _select(names)
+    return _selected[key]
+
+
+def _select(names: list[str] | None) -> list[Saga]:
     chosen = []
     for backend in backends():
         if names is None:
@@ -69,18 +76,33 @@ def select(names: list[str] | None) -> list[Saga]:
     return chosen
 
 
+def _target(what: str, names: list[str] | None) -> list[Saga]:
+    """`select()` for a worker target: the worker reports a missing attribute only, so
+    say here why there is none."""
+    try:
+        return select(names)
+    except (LookupError, ValueError) as e:
+        logger.error("%s: %s", what, e, extra={"action": "no_tasks"})
+        raise AttributeError(f"{what}: {e}") from e
+
+
 class _Queues:
     """`queues.<a,b>`: the worker sagas of those queues, for a worker target."""
 
     def __getattr__(self, names: str) -> list[Saga]:
         if names.startswith("__"):
             raise AttributeError(names)
-        try:
-            return select([n for n in names.split(",") if n])
-        except (LookupError, ValueError) as e:
-            raise AttributeError(f"queues.{names}: {e}") from e
+        return _target(f"queues.{names}", [n for n in names.split(",") if n])
 
 
+def __getattr__(name: str) -> list[Saga]:
+    """`sagas`, made when a worker asks for it (a project may have no QUEUES to serve
+    but those it names with `queues.<names>`)."""
+    if name == "sagas":
+        return _target("sagas", None)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_selected: dict[tuple[str, ...] | None, list[Saga]] = {}
 _setup()
-sagas: list[Saga] = select(None)
 queues = _Queues()
