@@ -1,8 +1,9 @@
 """`python -m saga COMMAND`: inspect and steer the saga instances of a schema.
 
-Commands: list, show, stats, retry, cancel, purge, migrate. Each takes --dsn (default:
-SAGA_DSN) and --schema; all but migrate take --json. Exit status: 0 done, 1 not found,
-refused (a conflict) or the database failed, 2 a usage error.
+Commands: list, show, stats, retry, cancel, purge, migrate, and schedules, pause and
+resume (saga.admin.schedules). Each takes --dsn (default: SAGA_DSN) and --schema; all
+but migrate take --json. Exit status: 0 done, 1 not found, refused (a conflict) or the
+database failed, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..core import MAX_INSTANCE, MAX_NAME, check_text
 from ..errors import SagaException
 from ..records import Status
 from ..sqlfiles import check_schema
-from . import commands
+from . import commands, schedules
 from .commands import CommandError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -156,10 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--id", type=positive, dest="row_id", metavar="ID",
                      help="the numeric row id instead of the instance id")
 
-    add("stats", commands.stats, "counts, backlog, lag, runners and orphaned steps",
+    add("stats", schedules.stats, "counts, backlog, lag, runners and orphaned steps",
         "Counts by saga and status; due PENDING rows (the backlog) and the age of the "
         "oldest (the lag); the runners, with their heartbeat and the steps they serve; "
-        "due rows whose step no live runner serves.")
+        "due rows whose step no live runner serves; schedules overdue by more than their "
+        "maximum lateness.")
 
     for name, run, help, description in (
         ("retry", commands.retry, "replay an ERROR instance",
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = add(name, run, help, description)
         cmd.add_argument("instance", type=instance_id, help="the instance id")
         cmd.add_argument("--saga", type=saga_name, required=True, help="its saga")
+
+    schedules.register(add, saga_name)  # schedules, pause, resume
 
     cmd = add("purge", commands.purge, "delete finished instances older than a cutoff",
               "Delete finished instances last updated before the cutoff, in batches of "

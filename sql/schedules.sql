@@ -1,0 +1,120 @@
+-- The queries of saga.schedules.store, one per "-- name:" block. {schema} is the schema.
+-- A ticker serves the schedules its code declares: `names` and `definitions` are two
+-- parallel arrays, and it only ever claims a row whose stored definition is its own, so
+-- two deployments that disagree (mid rolling deploy) never tick the same row by two
+-- different rules. Times are the database's: statement_timestamp().
+
+-- name: declare_schedules
+-- Record what this deployment declares for one saga: new schedules are inserted with no
+-- next tick (the ticker computes it from now), changed ones take the new definition
+-- (a changed timing also resets next_tick, so it takes effect at once), and the saga's
+-- schedules this deployment does not declare are retired: they stop ticking. A row that
+-- already holds this definition is left as it is (no write).
+WITH declared AS (
+    SELECT * FROM unnest(%(names)s::text[], %(steps)s::text[], %(expressions)s::text[],
+                         %(zones)s::text[], %(definitions)s::text[], %(lateness)s::float8[])
+        AS d(name, step, expression, tz, definition, max_lateness)
+), upserted AS (
+    INSERT INTO {schema}.schedule AS s (saga, name, step, expression, tz, definition,
+                                        max_lateness)
+    SELECT %(saga)s, name, step, expression, tz, definition, max_lateness FROM declared
+    ON CONFLICT (saga, name) DO UPDATE
+       SET step = excluded.step, expression = excluded.expression, tz = excluded.tz,
+           definition = excluded.definition, max_lateness = excluded.max_lateness,
+           retired_at = NULL, updated_at = statement_timestamp(),
+           next_tick = CASE WHEN (s.expression, s.tz) = (excluded.expression, excluded.tz)
+                            THEN s.next_tick END
+     WHERE s.definition <> excluded.definition OR s.retired_at IS NOT NULL
+    RETURNING s.name)
+UPDATE {schema}.schedule
+   SET retired_at = statement_timestamp(), updated_at = statement_timestamp()
+ WHERE saga = %(saga)s AND retired_at IS NULL AND name <> ALL(%(names)s::text[]);
+
+-- name: claim_schedules
+-- Lock up to `limit` of our due schedule rows (next_tick NULL counts as due: it is to be
+-- computed), with the status of each one's last instance (for overlap = skip). SKIP
+-- LOCKED: a row another ticker holds is its to tick; once it commits, a re-check of
+-- the WHERE clause against the new row version leaves it out here (not due any more).
+SELECT s.name, s.next_tick, s.last_tick, statement_timestamp(), i.status
+  FROM {schema}.schedule AS s
+  JOIN unnest(%(names)s::text[], %(definitions)s::text[]) AS d(name, definition)
+    ON s.name = d.name AND s.definition = d.definition
+  LEFT JOIN {schema}.instance AS i ON i.name = s.saga AND i.instance_id = s.last_instance
+ WHERE s.saga = %(saga)s AND NOT s.paused AND s.retired_at IS NULL
+   AND (s.next_tick IS NULL OR s.next_tick <= statement_timestamp())
+ ORDER BY s.next_tick NULLS FIRST
+ LIMIT %(limit)s
+   FOR UPDATE OF s SKIP LOCKED;
+
+-- name: advance_schedule
+-- In the claim's transaction: create the tick instances (PENDING, due now; ids
+-- `<schedule>@<tick>`, and an id that exists already is left alone) and move the row
+-- on to its next tick; wake the workers on commit if anything was created.
+WITH created AS (
+    INSERT INTO {schema}.instance (name, instance_id, step, input, run_after, created_at,
+                                   updated_at)
+    SELECT %(saga)s, t.instance_id, %(step)s, t.input::jsonb, statement_timestamp(),
+           statement_timestamp(), statement_timestamp()
+      FROM unnest(%(instances)s::text[], %(inputs)s::text[]) WITH ORDINALITY
+           AS t(instance_id, input, n)
+     ORDER BY t.n
+    ON CONFLICT (name, instance_id) DO NOTHING
+    RETURNING instance_id
+), advanced AS (
+    UPDATE {schema}.schedule
+       SET next_tick = %(next_tick)s,
+           last_tick = coalesce(%(last_tick)s, last_tick),
+           last_instance = coalesce(%(last_instance)s, last_instance),
+           ticks = ticks + %(made)s, skipped = skipped + %(skipped)s,
+           last_error = coalesce(%(error)s, last_error), updated_at = statement_timestamp()
+     WHERE saga = %(saga)s AND name = %(name)s
+    RETURNING 1)
+SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM advanced),
+       CASE WHEN EXISTS (SELECT 1 FROM created) THEN pg_notify(%(channel)s, %(saga)s) END;
+
+-- name: next_schedule_due
+-- Seconds until the earliest of our schedules is due (<= 0: now); NULL if none is.
+SELECT extract(epoch FROM min(coalesce(s.next_tick, '-infinity')) - statement_timestamp())::float8
+  FROM {schema}.schedule AS s
+  JOIN unnest(%(names)s::text[], %(definitions)s::text[]) AS d(name, definition)
+    ON s.name = d.name AND s.definition = d.definition
+ WHERE s.saga = %(saga)s AND NOT s.paused AND s.retired_at IS NULL;
+
+-- name: pause_schedule
+UPDATE {schema}.schedule SET paused = true, updated_at = statement_timestamp()
+ WHERE saga = %(saga)s AND name = %(name)s
+RETURNING name;
+
+-- name: resume_schedule
+-- The ticks that fell while paused are not made: the next one is computed from now.
+UPDATE {schema}.schedule
+   SET paused = false, next_tick = CASE WHEN paused THEN NULL ELSE next_tick END,
+       updated_at = statement_timestamp()
+ WHERE saga = %(saga)s AND name = %(name)s
+RETURNING name;
+
+-- name: list_schedules
+-- Every schedule, with its last instance's status and how overdue its next tick is.
+SELECT s.saga, s.name, s.step, s.expression, s.tz, s.next_tick, s.last_tick,
+       s.last_instance, i.status AS last_status, s.paused, s.retired_at, s.ticks,
+       s.skipped, s.last_error, s.max_lateness,
+       extract(epoch FROM statement_timestamp() - s.next_tick)::float8 AS overdue
+  FROM {schema}.schedule AS s
+  LEFT JOIN {schema}.instance AS i ON i.name = s.saga AND i.instance_id = s.last_instance
+ WHERE %(saga)s::text IS NULL OR s.saga = %(saga)s
+ ORDER BY s.saga, s.name;
+
+-- name: find_schedules
+SELECT saga, name FROM {schema}.schedule
+ WHERE name = %(name)s AND (%(saga)s::text IS NULL OR saga = %(saga)s)
+ ORDER BY saga;
+
+-- name: overdue_schedules
+-- Active schedules whose next tick is later than their maximum lateness: no ticker
+-- serves them (no worker runs the code that declares them, or none has run lately).
+SELECT saga, name, next_tick,
+       extract(epoch FROM statement_timestamp() - next_tick)::float8 AS overdue
+  FROM {schema}.schedule
+ WHERE NOT paused AND retired_at IS NULL
+   AND next_tick < statement_timestamp() - make_interval(secs => max_lateness)
+ ORDER BY saga, name;
