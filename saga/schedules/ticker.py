@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -29,7 +28,6 @@ from .timing import first_tick, plan, tick_id
 logger = logging.getLogger(__name__)
 
 TICK_POLL: Final = 1.0  # idle tickers look again at least this often (pause, resume)
-REDECLARE: Final = 60.0  # how often a ticker records its declarations again
 TICK_BATCH: Final = 100  # schedule rows locked per transaction
 RECHECK: Final = 0.2  # wait when a due row is held by another ticker
 UNFINISHED: Final = (0, 1)  # PENDING, RUNNING: the previous tick's saga still runs
@@ -46,7 +44,6 @@ class Ticker:
         declared: Mapping[str, Sequence[Schedule]],
         *,
         poll_interval: float = TICK_POLL,
-        redeclare: float = REDECLARE,
         batch: int = TICK_BATCH,
     ) -> None:
         if not poll_interval > 0:
@@ -57,7 +54,6 @@ class Ticker:
         self.store = ScheduleStore(schema)
         self.declared = {saga: list(schedules) for saga, schedules in declared.items()}
         self.poll_interval = float(poll_interval)
-        self.redeclare = float(redeclare)
         self.batch = batch
         self.made = 0  # instances created by this ticker
 
@@ -115,24 +111,27 @@ class Ticker:
     # -- the service thread -------------------------------------------------------------
 
     def loop(self, stop: threading.Event) -> None:
-        """Tick until *stop* is set: at each schedule's next tick, and every poll interval
-        (a resumed or changed schedule); declare again every so often, so that a row
-        another deployment changed (mid rolling deploy) comes back to this code's."""
-        declared_at: float | None = None
+        """Declare, then tick until *stop* is set: at each schedule's next tick, and every
+        poll interval (for a resumed or changed schedule).
+
+        Declaring happens once, when the ticker starts (and again after a failure): the
+        deployment that started last rules, and a still-running older one leaves the
+        rows it no longer matches alone instead of fighting over them.
+        """
+        declared = False
         failures = 0
         while not stop.is_set():
             try:
                 with autocommit(self.pool) as conn:
-                    if declared_at is None or time.monotonic() - declared_at >= self.redeclare:
+                    if not declared:
                         self.declare(conn)
-                        declared_at = time.monotonic()
+                        declared = True
                     if not self.serves:
-                        wait = self.redeclare
-                    else:
-                        self.tick(conn)
-                        due_in = self.next_due(conn)
-                        wait = self.poll_interval if due_in is None else (
-                            min(self.poll_interval, due_in if due_in > 0 else RECHECK))
+                        return  # nothing to tick: declaring retired what was to retire
+                    self.tick(conn)
+                    due_in = self.next_due(conn)
+                wait = self.poll_interval if due_in is None else (
+                    min(self.poll_interval, due_in if due_in > 0 else RECHECK))
                 failures = 0
             except Exception:  # log and go on: the loop never dies
                 failures += 1
