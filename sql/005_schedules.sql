@@ -19,7 +19,7 @@ CREATE TABLE {schema}.schedule (
     paused        boolean     NOT NULL DEFAULT false,
     retired_at    timestamptz,                     -- when a deployment declared the saga's
                                                    -- schedules without this one
-    ticks         bigint      NOT NULL DEFAULT 0,  -- instances made
+    ticks         bigint      NOT NULL DEFAULT 0,  -- instances created
     skipped       bigint      NOT NULL DEFAULT 0,  -- due ticks passed over (policy, overlap)
     last_error    text,                            -- the last tick whose input failed
     created_at    timestamptz NOT NULL DEFAULT now(),

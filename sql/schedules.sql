@@ -65,7 +65,7 @@ WITH created AS (
        SET next_tick = %(next_tick)s,
            last_tick = coalesce(%(last_tick)s, last_tick),
            last_instance = coalesce(%(last_instance)s, last_instance),
-           ticks = ticks + %(made)s, skipped = skipped + %(skipped)s,
+           ticks = ticks + (SELECT count(*) FROM created), skipped = skipped + %(skipped)s,
            last_error = coalesce(%(error)s, last_error), updated_at = statement_timestamp()
      WHERE saga = %(saga)s AND name = %(name)s
     RETURNING 1)

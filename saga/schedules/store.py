@@ -74,7 +74,7 @@ class ScheduleStore:
             "saga": schedule.saga, "name": schedule.name, "step": schedule.step,
             "instances": list(instances), "inputs": list(inputs), "next_tick": next_tick,
             "last_tick": last_tick, "last_instance": instances[-1] if instances else None,
-            "made": len(instances), "skipped": skipped, "error": error,
+            "skipped": skipped, "error": error,
             "channel": self.channel,
         }).fetchone()
         assert row is not None
