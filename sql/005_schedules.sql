@@ -28,5 +28,5 @@ CREATE TABLE {schema}.schedule (
 );
 
 -- Serves the ticker's look for due rows, and its wait for the next one.
-CREATE INDEX schedule_due_idx ON {schema}.schedule (saga, next_tick)
+CREATE INDEX schedule_due_idx ON {schema}.schedule (saga, coalesce(next_tick, '-infinity'))
     WHERE NOT paused AND retired_at IS NULL;

@@ -1,6 +1,7 @@
 -- The queries of saga.schedules.store, one per "-- name:" block. {schema} is the schema.
--- A ticker serves the schedules its code declares: `names` and `definitions` are two
--- parallel arrays, and it only ever claims a row whose stored definition is its own, so
+-- A ticker serves the schedules its code declares: `names` and `digests` (the md5 of
+-- each definition, shorter to send every second than the definitions) are two parallel
+-- arrays, and it only ever claims a row whose stored definition is its own, so
 -- two deployments that disagree (mid rolling deploy) never tick the same row by two
 -- different rules. Times are the database's: statement_timestamp().
 
@@ -37,11 +38,11 @@ UPDATE {schema}.schedule
 -- the WHERE clause against the new row version leaves it out here (not due any more).
 SELECT s.name, s.next_tick, s.last_tick, statement_timestamp(), i.status
   FROM {schema}.schedule AS s
-  JOIN unnest(%(names)s::text[], %(definitions)s::text[]) AS d(name, definition)
-    ON s.name = d.name AND s.definition = d.definition
+  JOIN unnest(%(names)s::text[], %(digests)s::text[]) AS d(name, digest)
+    ON s.name = d.name AND md5(s.definition) = d.digest
   LEFT JOIN {schema}.instance AS i ON i.name = s.saga AND i.instance_id = s.last_instance
  WHERE s.saga = %(saga)s AND NOT s.paused AND s.retired_at IS NULL
-   AND (s.next_tick IS NULL OR s.next_tick <= statement_timestamp())
+   AND coalesce(s.next_tick, '-infinity') <= statement_timestamp()
  ORDER BY s.next_tick NULLS FIRST
  LIMIT %(limit)s
    FOR UPDATE OF s SKIP LOCKED;
@@ -76,8 +77,8 @@ SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM advanced),
 -- Seconds until the earliest of our schedules is due (<= 0: now); NULL if none is.
 SELECT extract(epoch FROM min(coalesce(s.next_tick, '-infinity')) - statement_timestamp())::float8
   FROM {schema}.schedule AS s
-  JOIN unnest(%(names)s::text[], %(definitions)s::text[]) AS d(name, definition)
-    ON s.name = d.name AND s.definition = d.definition
+  JOIN unnest(%(names)s::text[], %(digests)s::text[]) AS d(name, digest)
+    ON s.name = d.name AND md5(s.definition) = d.digest
  WHERE s.saga = %(saga)s AND NOT s.paused AND s.retired_at IS NULL;
 
 -- name: pause_schedule

@@ -6,6 +6,7 @@ its tick's input: the ticker needs nothing else, and no `Saga`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -50,7 +51,7 @@ class Schedule:
     def expression(self) -> str:
         return self.timing.expression
 
-    @property
+    @functools.cached_property
     def definition(self) -> str:
         """What a deployment declares, as stored: two deployments that disagree on any
         of it (mid rolling deploy) are told apart by it, and only the one whose

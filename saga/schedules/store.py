@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from hashlib import md5
 from typing import Any, NamedTuple
 
 import psycopg
@@ -38,6 +39,7 @@ class ScheduleStore:
         self.channel = f"pgsaga_{schema}"  # the workers' wake-up, as saga.store sends it
         self._q = {name: render(text, schema)
                    for name, text in named_queries("schedules.sql").items()}
+        self._params: dict[tuple[int, ...], dict[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"<ScheduleStore schema={self.schema!r}>"
@@ -45,16 +47,25 @@ class ScheduleStore:
     def _run(self, conn: Conn, query: str, params: Mapping[str, object]) -> Cursor[Any]:
         return conn.cursor(row_factory=tuple_row).execute(self._q[query], params)
 
-    @staticmethod
-    def _ours(schedules: Sequence[Schedule]) -> dict[str, list[str]]:
-        return {"names": [s.name for s in schedules],
-                "definitions": [s.definition for s in schedules]}
+    def _ours(self, schedules: Sequence[Schedule]) -> dict[str, str]:
+        """The names of *schedules* and the md5 digests of their definitions, as two
+        text[] literals made once: an idle ticker sends the same ones every second, and
+        having psycopg escape thousands of strings each time would be most of its cost."""
+        key = tuple(id(s) for s in schedules)
+        found = self._params.get(key)
+        if found is None:
+            found = self._params[key] = {
+                "names": array_literal([s.name for s in schedules]),
+                "digests": array_literal([md5(s.definition.encode()).hexdigest()
+                                          for s in schedules])}
+        return found
 
     def declare(self, conn: Conn, saga: str, schedules: Sequence[Schedule]) -> None:
         """Record *schedules* as all that saga *saga* declares (see `declare_schedules`)."""
         ordered = sorted(schedules, key=lambda s: s.name)  # one lock order for everyone
         self._run(conn, "declare_schedules", {
-            "saga": saga, **self._ours(ordered), "steps": [s.step for s in ordered],
+            "saga": saga, "names": [s.name for s in ordered],
+            "definitions": [s.definition for s in ordered], "steps": [s.step for s in ordered],
             "expressions": [s.expression for s in ordered], "zones": [s.tz for s in ordered],
             "lateness": [s.max_lateness.total_seconds() for s in ordered],
         })
@@ -126,3 +137,9 @@ class ScheduleStore:
         """(saga, name, next tick, seconds overdue) of the active schedules overdue by
         more than their maximum lateness."""
         return [(s, n, t, float(o)) for s, n, t, o in self._run(conn, "overdue_schedules", {})]
+
+
+def array_literal(items: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal of *items* (every element quoted, so none is NULL)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
