@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from psycopg_pool import ConnectionPool
@@ -152,24 +153,22 @@ class Ticker:
                            catch_up=schedule.catch_up, catch_up_limit=schedule.catch_up_limit,
                            max_lateness=schedule.max_lateness, overlap_blocked=blocked,
                            single=schedule.overlap == "skip")
-        instances, inputs, error = [], [], None
+        made: list[tuple[datetime, str, str]] = []  # (tick, instance id, input)
+        error = None
         for tick in decided.ticks:
             try:
-                inputs.append(schedule.input_for(tick))
+                made.append((tick, tick_id(schedule.name, tick), schedule.input_for(tick)))
             except Exception as e:  # the input was checked at declaration; a computed
                 # one can still fail: the tick is passed over and the error kept
                 error = f"tick {tick.isoformat()}: {type(e).__name__}: {e}"
                 logger.error("schedule %s of saga %s: no input for %s", schedule.name,
                              schedule.saga, error, extra={"action": "schedule_input_error",
                                                           "saga": schedule.saga})
-                continue
-            instances.append(tick_id(schedule.name, tick))
-        made_ticks = [t for t in decided.ticks
-                      if tick_id(schedule.name, t) in set(instances)]
+        instances = [instance for _, instance, _ in made]
         created = self.store.advance(
-            conn, schedule, instances=instances, inputs=inputs,
-            last_tick=made_ticks[-1] if made_ticks else None, next_tick=decided.next_tick,
-            skipped=decided.skipped + len(decided.ticks) - len(instances), error=error)
+            conn, schedule, instances=instances, inputs=[i for _, _, i in made],
+            last_tick=made[-1][0] if made else None, next_tick=decided.next_tick,
+            skipped=decided.skipped + len(decided.ticks) - len(made), error=error)
         if created < len(instances):  # ticks another ticker made: only after a reset
             logger.warning("schedule %s of saga %s: %d tick(s) existed already",
                            schedule.name, schedule.saga, len(instances) - created,
