@@ -36,41 +36,57 @@ UPDATE {schema}.schedule
 -- computed), with the status of each one's last instance (for overlap = skip). SKIP
 -- LOCKED: a row another ticker holds is its to tick; once it commits, a re-check of
 -- the WHERE clause against the new row version leaves it out here (not due any more).
-SELECT s.name, s.next_tick, s.last_tick, statement_timestamp(), i.status
+-- The last instance's status is a subquery, a look-up by the whole unique key for each
+-- row: as a join, a plan made before the table's statistics caught up can walk every
+-- instance of the saga for each schedule.
+SELECT s.name, s.next_tick, s.last_tick, statement_timestamp(),
+       (SELECT i.status FROM {schema}.instance AS i
+         WHERE i.name = s.saga AND i.instance_id = s.last_instance)
   FROM {schema}.schedule AS s
   JOIN unnest(%(names)s::text[], %(digests)s::text[]) AS d(name, digest)
     ON s.name = d.name AND md5(s.definition) = d.digest
-  LEFT JOIN {schema}.instance AS i ON i.name = s.saga AND i.instance_id = s.last_instance
  WHERE s.saga = %(saga)s AND NOT s.paused AND s.retired_at IS NULL
    AND coalesce(s.next_tick, '-infinity') <= statement_timestamp()
  ORDER BY s.next_tick NULLS FIRST
  LIMIT %(limit)s
    FOR UPDATE OF s SKIP LOCKED;
 
--- name: advance_schedule
--- In the claim's transaction: create the tick instances (PENDING, due now; ids
--- `<schedule>@<tick>`, and an id that exists already is left alone) and move the row
--- on to its next tick; wake the workers on commit if anything was created.
-WITH created AS (
+-- name: advance_schedules
+-- In the claim's transaction, for all the rows it locked at once: create the tick
+-- instances (PENDING, due now; ids `<schedule>@<tick>`, and an id that exists already is
+-- left alone), move each row on to its next tick, and wake the workers on commit if
+-- anything was created. Return the ids created.
+WITH made AS (
+    SELECT * FROM unnest(%(schedules)s::text[], %(steps)s::text[], %(instances)s::text[],
+                         %(inputs)s::text[]) WITH ORDINALITY AS m(name, step, instance_id, input, n)
+), created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, run_after, created_at,
                                    updated_at)
-    SELECT %(saga)s, t.instance_id, %(step)s, t.input::jsonb, statement_timestamp(),
+    SELECT %(saga)s, m.instance_id, m.step, m.input::jsonb, statement_timestamp(),
            statement_timestamp(), statement_timestamp()
-      FROM unnest(%(instances)s::text[], %(inputs)s::text[]) WITH ORDINALITY
-           AS t(instance_id, input, n)
-     ORDER BY t.n
+      FROM made AS m
+     ORDER BY m.n
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id
+), counted AS (  -- instances created per schedule, counted once
+    SELECT m.name, count(*) AS n FROM created AS c JOIN made AS m USING (instance_id)
+     GROUP BY m.name
 ), advanced AS (
-    UPDATE {schema}.schedule
-       SET next_tick = %(next_tick)s,
-           last_tick = coalesce(%(last_tick)s, last_tick),
-           last_instance = coalesce(%(last_instance)s, last_instance),
-           ticks = ticks + (SELECT count(*) FROM created), skipped = skipped + %(skipped)s,
-           last_error = coalesce(%(error)s, last_error), updated_at = statement_timestamp()
-     WHERE saga = %(saga)s AND name = %(name)s
-    RETURNING 1)
-SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM advanced),
+    UPDATE {schema}.schedule AS s
+       SET next_tick = r.next_tick,
+           last_tick = coalesce(r.last_tick, s.last_tick),
+           last_instance = coalesce(r.last_instance, s.last_instance),
+           ticks = s.ticks + coalesce(k.n, 0), skipped = s.skipped + r.skipped,
+           last_error = coalesce(r.error, s.last_error), updated_at = statement_timestamp()
+      FROM unnest(%(names)s::text[], %(next_ticks)s::timestamptz[],
+                  %(last_ticks)s::timestamptz[], %(last_instances)s::text[],
+                  %(skipped)s::int8[], %(errors)s::text[])
+           AS r(name, next_tick, last_tick, last_instance, skipped, error)
+           LEFT JOIN counted AS k ON k.name = r.name
+     WHERE s.saga = %(saga)s AND s.name = r.name
+    RETURNING s.name)
+SELECT (SELECT coalesce(array_agg(instance_id), '{{}}') FROM created),
+       (SELECT count(*) FROM advanced),
        CASE WHEN EXISTS (SELECT 1 FROM created) THEN pg_notify(%(channel)s, %(saga)s) END;
 
 -- name: next_schedule_due
@@ -97,11 +113,12 @@ RETURNING name;
 -- name: list_schedules
 -- Every schedule, with its last instance's status and how overdue its next tick is.
 SELECT s.saga, s.name, s.step, s.expression, s.tz, s.next_tick, s.last_tick,
-       s.last_instance, i.status AS last_status, s.paused, s.retired_at, s.ticks,
-       s.skipped, s.last_error, s.max_lateness,
+       s.last_instance,
+       (SELECT i.status FROM {schema}.instance AS i
+         WHERE i.name = s.saga AND i.instance_id = s.last_instance) AS last_status,
+       s.paused, s.retired_at, s.ticks, s.skipped, s.last_error, s.max_lateness,
        extract(epoch FROM statement_timestamp() - s.next_tick)::float8 AS overdue
   FROM {schema}.schedule AS s
-  LEFT JOIN {schema}.instance AS i ON i.name = s.saga AND i.instance_id = s.last_instance
  WHERE %(saga)s::text IS NULL OR s.saga = %(saga)s
  ORDER BY s.saga, s.name;
 

@@ -31,6 +31,24 @@ class Due(NamedTuple):
     last_status: int | None  # of the last tick's instance; None if none (or purged)
 
 
+class Tick(NamedTuple):
+    """A tick to create: when, its instance id, and its encoded input."""
+
+    at: datetime
+    instance: str
+    input: str
+
+
+class Move(NamedTuple):
+    """What one claimed row becomes: the ticks to create, and the row's new state."""
+
+    schedule: Schedule
+    ticks: list[Tick]
+    next_tick: datetime
+    skipped: int
+    error: str | None = None
+
+
 class ScheduleStore:
     """The schedule queries of one schema, rendered once."""
 
@@ -77,19 +95,22 @@ class ScheduleStore:
             "saga": saga, **self._ours(schedules), "limit": limit}).fetchall()
         return [Due(*row) for row in rows]
 
-    def advance(self, conn: Conn, schedule: Schedule, *, instances: Sequence[str],
-                inputs: Sequence[str], last_tick: datetime | None, next_tick: datetime,
-                skipped: int, error: str | None = None) -> int:
-        """Create the tick instances and move the row on; return the instances created."""
-        row = self._run(conn, "advance_schedule", {
-            "saga": schedule.saga, "name": schedule.name, "step": schedule.step,
-            "instances": list(instances), "inputs": list(inputs), "next_tick": next_tick,
-            "last_tick": last_tick, "last_instance": instances[-1] if instances else None,
-            "skipped": skipped, "error": error,
-            "channel": self.channel,
+    def advance(self, conn: Conn, saga: str, moves: Sequence[Move]) -> set[str]:
+        """Create the tick instances of *moves* and move their rows on, in one statement;
+        return the instance ids created (an id that existed is not)."""
+        made = [(m.schedule, tick) for m in moves for tick in m.ticks]
+        row = self._run(conn, "advance_schedules", {
+            "saga": saga, "channel": self.channel,
+            "schedules": [s.name for s, _ in made], "steps": [s.step for s, _ in made],
+            "instances": [t.instance for _, t in made], "inputs": [t.input for _, t in made],
+            "names": [m.schedule.name for m in moves],
+            "next_ticks": [m.next_tick for m in moves],
+            "last_ticks": [m.ticks[-1].at if m.ticks else None for m in moves],
+            "last_instances": [m.ticks[-1].instance if m.ticks else None for m in moves],
+            "skipped": [m.skipped for m in moves], "errors": [m.error for m in moves],
         }).fetchone()
         assert row is not None
-        return int(row[0])
+        return set(row[0])
 
     def next_due(self, conn: Conn, saga: str, schedules: Sequence[Schedule]) -> float | None:
         """Seconds until the earliest of *schedules* is due (<= 0: now), None if none is."""

@@ -16,14 +16,13 @@ import logging
 import random
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 from psycopg_pool import ConnectionPool
 
 from ..pools import autocommit
 from .spec import Schedule
-from .store import Conn, Due, ScheduleStore
+from .store import Conn, Due, Move, ScheduleStore, Tick
 from .timing import first_tick, plan, tick_id
 
 logger = logging.getLogger(__name__)
@@ -88,8 +87,10 @@ class Ticker:
                 # next_tick commit together, so no other ticker can make them too.
                 with conn.transaction():
                     rows = self.store.claim(conn, saga, schedules, self.batch)
-                    for row in rows:
-                        made += self._advance(conn, by_name[row.name], row)
+                    moves = [self._decide(by_name[row.name], row) for row in rows]
+                    created = self.store.advance(conn, saga, moves) if moves else set()
+                self._report(moves, created)
+                made += len(created)
                 if len(rows) < self.batch:
                     break
         self.made += made
@@ -144,7 +145,8 @@ class Ticker:
 
     # -- one row ------------------------------------------------------------------------
 
-    def _advance(self, conn: Conn, schedule: Schedule, row: Due) -> int:
+    def _decide(self, schedule: Schedule, row: Due) -> Move:
+        """What the locked *row* becomes: pure, but for a computed input's call."""
         if row.next_tick is None:  # new, changed or resumed: start from now
             decided = first_tick(schedule.timing, row.last_tick, row.now)
         else:
@@ -153,28 +155,30 @@ class Ticker:
                            catch_up=schedule.catch_up, catch_up_limit=schedule.catch_up_limit,
                            max_lateness=schedule.max_lateness, overlap_blocked=blocked,
                            single=schedule.overlap == "skip")
-        made: list[tuple[datetime, str, str]] = []  # (tick, instance id, input)
+        ticks: list[Tick] = []
         error = None
-        for tick in decided.ticks:
+        for at in decided.ticks:
             try:
-                made.append((tick, tick_id(schedule.name, tick), schedule.input_for(tick)))
+                ticks.append(Tick(at, tick_id(schedule.name, at), schedule.input_for(at)))
             except Exception as e:  # the input was checked at declaration; a computed
                 # one can still fail: the tick is passed over and the error kept
-                error = f"tick {tick.isoformat()}: {type(e).__name__}: {e}"
+                error = f"tick {at.isoformat()}: {type(e).__name__}: {e}"
                 logger.error("schedule %s of saga %s: no input for %s", schedule.name,
                              schedule.saga, error, extra={"action": "schedule_input_error",
                                                           "saga": schedule.saga})
-        instances = [instance for _, instance, _ in made]
-        created = self.store.advance(
-            conn, schedule, instances=instances, inputs=[i for _, _, i in made],
-            last_tick=made[-1][0] if made else None, next_tick=decided.next_tick,
-            skipped=decided.skipped + len(decided.ticks) - len(made), error=error)
-        if created < len(instances):  # ticks another ticker made: only after a reset
-            logger.warning("schedule %s of saga %s: %d tick(s) existed already",
-                           schedule.name, schedule.saga, len(instances) - created,
-                           extra={"action": "schedule_tick_exists", "saga": schedule.saga})
-        if instances:
-            logger.info("schedule %s of saga %s: made %s", schedule.name, schedule.saga,
-                        ", ".join(instances), extra={"action": "schedule_tick",
-                                                     "saga": schedule.saga})
-        return created
+        return Move(schedule, ticks, decided.next_tick,
+                    decided.skipped + len(decided.ticks) - len(ticks), error)
+
+    @staticmethod
+    def _report(moves: Sequence[Move], created: set[str]) -> None:
+        for move in moves:
+            schedule = move.schedule
+            made = [t.instance for t in move.ticks if t.instance in created]
+            if len(made) < len(move.ticks):  # made by another ticker: only after a reset
+                logger.warning("schedule %s of saga %s: %d tick(s) existed already",
+                               schedule.name, schedule.saga, len(move.ticks) - len(made),
+                               extra={"action": "schedule_tick_exists", "saga": schedule.saga})
+            if made:
+                logger.info("schedule %s of saga %s: made %s", schedule.name, schedule.saga,
+                            ", ".join(made), extra={"action": "schedule_tick",
+                                                    "saga": schedule.saga})
