@@ -51,8 +51,11 @@ def assert_every_tick_once(db: Db, began: datetime, ended: datetime,
     assert made == len(found)
     gaps = [(a, b) for a, b in pairwise(found) if b - a != timedelta(seconds=1)]
     assert not gaps, f"ticks missing or doubled between {gaps[:5]}"
-    assert found[0] <= began + timedelta(seconds=8)  # the workers take a while to start
-    assert found[-1] >= ended - timedelta(seconds=3)
+    # Ticking went on for most of the window (the workers take a while to start on a
+    # busy machine), up to about its end.
+    assert found[-1] - found[0] >= timedelta(seconds=WINDOW / 2)
+    assert began <= found[0]
+    assert found[-1] >= ended - timedelta(seconds=5)
 
 
 def test_three_workers_and_two_drains_make_every_tick_exactly_once(
