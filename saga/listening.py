@@ -1,7 +1,7 @@
 """A runner's listener: LISTEN on one lane's channel and turn NOTIFY into wake-ups, on
 the lane's database or on a direct `listen_dsn` that bypasses a pooler.
 
-At its first connection it checks itself: it sends a NOTIFY through the lane's pool and
+At its first connection it checks itself: it sends a NOTIFY the way `start` does and
 waits briefly for it. Through a transaction-pooling pooler the LISTEN stays behind on a
 server connection that is not ours by the time anything is notified, so nothing arrives;
 then it warns once, saying why and what to do, and the runner polls instead.
@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import PoolTimeout
 
 from .lane import DEDICATED_DEFAULTS, Wakeup
-from .pools import autocommit
 from .store import Conn
 
 if TYPE_CHECKING:
@@ -88,7 +86,7 @@ class Listener:
                     self._wakeup.notify(self._workers)  # whatever was sent while away
                     while not self._done.is_set():
                         self._relay(conn, LISTEN_TICK)
-            except (psycopg.Error, PoolTimeout) as e:  # PoolTimeout: the self-check's send
+            except psycopg.Error as e:
                 failures += 1
                 pause = self._pause(failures)
                 logger.warning("listener lost its connection, reconnecting in %.1fs: %s",
@@ -108,12 +106,15 @@ class Listener:
         return heard
 
     def _hears_itself(self, conn: Conn) -> bool:
-        """Send a NOTIFY through the lane's pool (as `start` does) and wait for it here.
+        """Send a NOTIFY to the lane's database as `start` does (through its pool's DSN,
+        so through the pooler if there is one) and wait for it here.
 
         From another connection, not this one: a session hears its own NOTIFY at its
         COMMIT, which a pooler hands back to whoever sent it even when the LISTEN is lost.
+        A connection of its own, not a pooled one: the pool would take it back as just
+        used, and skip the check when it next hands it out.
         """
-        with autocommit(self.lane.pool, timeout=SELF_CHECK_TIMEOUT) as sender:
+        with self.lane.connect() as sender:
             sender.execute("SELECT pg_notify(%s, %s)", (self.lane.store.channel, self._token))
         deadline = time.monotonic() + SELF_CHECK_TIMEOUT
         while (left := deadline - time.monotonic()) > 0 and not self._done.is_set():
@@ -130,7 +131,7 @@ class Listener:
         interval = self._on_deaf()
         where = "--listen-dsn" if self.dsn is not None else "the database"
         logger.warning(
-            "LISTEN does not deliver: a NOTIFY sent through the saga's pool did not arrive "
+            "LISTEN does not deliver: a NOTIFY sent on the saga's DSN did not arrive "
             "within %.0fs on %s (a pooler in transaction mode, such as PgBouncer, in the "
             "way, or a --listen-dsn to another database). Polling every %.2gs instead. "
             "Fix: give the worker --listen-dsn with a direct connection to the same "

@@ -81,6 +81,8 @@ max_client_conn = {max_client_conn}
 server_check_delay = 1
 server_login_retry = 1
 logfile = {self._dir / "pgbouncer.log"}
+log_connections = 0
+log_disconnections = 0
 pidfile = {self._dir / "pgbouncer.pid"}
 """)
         if self._user is not None:
@@ -115,15 +117,17 @@ pidfile = {self._dir / "pgbouncer.pid"}
         command = [self.binary, str(self._config)]
         if self._user is not None:  # PgBouncer refuses to run as root
             command[1:1] = ["-u", self._user.pw_name]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its stderr goes to a file, never to a pipe: PgBouncer logs every login there
+        # too, and would block once a pipe nobody reads is full.
+        with (self._dir / "stderr.log").open("ab") as err:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self._process.poll() is not None:
-                err = self._process.stderr.read().decode(errors="replace") if (
-                    self._process.stderr) else ""
+                err_text = (self._dir / "stderr.log").read_text(errors="replace")
                 raise RuntimeError(f"pgbouncer exited with {self._process.returncode}: "
-                                   f"{err.strip() or self.log[-2000:]}")
+                                   f"{err_text.strip()[-2000:] or self.log[-2000:]}")
             try:
                 with psycopg.connect(self.dsn, connect_timeout=2, autocommit=True) as conn:
                     conn.execute("SELECT 1")
@@ -141,8 +145,6 @@ pidfile = {self._dir / "pgbouncer.pid"}
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(10)
-        if process is not None and process.stderr is not None:
-            process.stderr.close()
 
     def restart(self) -> None:
         """Kill PgBouncer and start it again on the same port."""

@@ -35,3 +35,4 @@ def make_saga(bouncer: PgBouncer, schema: str) -> Iterator[Callable[..., Saga]]:
     yield make
     for s in made:
         s.close()
+
