@@ -128,7 +128,7 @@ def test_a_step_that_continues_with_another_sagas_step_ends_in_error_at_once(
     stats = here.run(workers=1, drain=True)
     row = here.get("x")
     assert (row.status, row.step, row.attempts) == (Status.ERROR, "wrong", 1)
-    assert row.error is not None and "can only continue with its own steps" in row.error
+    assert "can only continue with its own steps" in (row.error or "")
     assert ran == ["wrong"]
     assert (stats.failed, stats.retried) == (1, 0)
     with pytest.raises(SagaNotFound):  # nothing was written for the other saga
@@ -157,7 +157,7 @@ def test_a_final_state_that_cannot_be_stored_ends_in_error_at_once(
     stats = saga.run(workers=1, drain=True)
     row = saga.get("x")
     assert (row.status, row.attempts) == (Status.ERROR, 1)
-    assert row.error is not None and "final state that cannot be stored" in row.error
+    assert "final state that cannot be stored" in (row.error or "")
     assert ran == [1]
     assert (stats.failed, stats.retried, stats.completed) == (1, 0, 0)
 
@@ -193,16 +193,14 @@ def test_an_outcome_that_cannot_be_written_goes_back_to_pending(
 
     db.conn.execute(db.sql(REFUSE_ONCE))  # no parameters: several statements in one
     saga.start("x", work, 1)
-    began = time.monotonic()
+    # Within 15 s, with a heartbeat timeout of 60 s: the stale-row check, not a reaper.
     with running(saga, db, workers=1, heartbeat_timeout=60.0, poll_interval=0.2):
         wait_until(lambda: saga.get("x").status is Status.COMPLETE, timeout=15)
-    took = time.monotonic() - began
     assert db.one("SELECT last_value FROM {s}.refusals") == 2  # refused once, then written
     assert runs == [1, 2]
     row = saga.get("x")
     assert (row.state, row.attempts) == ("done", 2)
     assert "outcome was not recorded" in caplog.text
-    assert took < 15 < 60  # the stale-row check, not a reaper after the heartbeat timeout
 
 
 # -- the pool checks a connection that died while idle ------------------------------------
@@ -301,7 +299,7 @@ def test_the_readmes_example_runs_end_to_end(dsn: str) -> None:
     env = {**os.environ, "SAGA_DSN": dsn, "DEMO_WEBHOOK_TIMEOUT": "1"}
     try:
         done = subprocess.run([sys.executable, "-m", "examples.transfer"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=90)
+                              check=False, capture_output=True, text=True, timeout=90)
     finally:
         if not existed:
             with psycopg.connect(dsn, autocommit=True) as conn:
