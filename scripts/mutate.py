@@ -120,6 +120,27 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("claim-not-skip-locked", "claims wait on each other's rows", "sql/queries.sql",
              "LIMIT %(limit)s\n                  FOR UPDATE SKIP LOCKED) AS due",
              "LIMIT %(limit)s\n                  FOR UPDATE) AS due", LEASE),
+    Mutation("claim-not-due", "a claim takes rows that are not due yet", "sql/queries.sql",
+             "AND run_after <= coalesce(%(now)s::timestamptz, statement_timestamp())",
+             "", LEASE),
+    Mutation("delayed-keeps-attempts", "a delayed continuation keeps the attempt count",
+             "sql/queries.sql", "attempts = 0, error = NULL, called = false,",
+             "error = NULL, called = false,", DECISION),
+    Mutation("undelayed-counts-on", "an undelayed continuation counts on the attempts",
+             "sql/queries.sql", "attempts = CASE WHEN cancel_requested THEN 0 ELSE 1 END,",
+             "attempts = CASE WHEN cancel_requested THEN 0 ELSE attempts + 1 END,",
+             DECISION),
+    Mutation("handed-back-counts", "a claimed row handed back unstarted counts an attempt",
+             "sql/queries.sql", "attempts = attempts - 1, updated_at = statement_timestamp()",
+             "updated_at = statement_timestamp()", LEASE),
+    Mutation("stale-ignores-cancel", "a stale row whose cancel was asked runs again",
+             "sql/queries.sql",
+             "SET status = CASE WHEN cancel_requested THEN 4 ELSE 0 END, runner_id = NULL,\n"
+             "           updated_at = statement_timestamp()\n"
+             "     WHERE status = 1 AND runner_id = %(runner_id)s",
+             "SET status = 0, runner_id = NULL,\n"
+             "           updated_at = statement_timestamp()\n"
+             "     WHERE status = 1 AND runner_id = %(runner_id)s", RECOVERY),
     # -- recovery: heartbeat, reaping, stale rows -----------------------------------------
     Mutation("release-stale-off", "an unwritten outcome never goes back to PENDING",
              "saga/liveness.py",
@@ -310,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report)
     else:
         args.out.write_text(report)
-        print(f"wrote {args.out.relative_to(ROOT)}")
+        print(f"wrote {args.out}")
     return 1 if any(r.verdict in ("SURVIVED", "does not apply") for r in results) else 0
 
 

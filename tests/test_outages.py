@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 from saga import Saga, Status
 from saga.runner import Runner
 from saga.testing import embedded_cluster, restart_embedded, stop_embedded
-from tests.helpers import Db, wait_until
+from tests.helpers import Db, running, wait_until
 
 INSTANCES = 300
 LOCKED_FOR = 3.0  # seconds claims wait behind a lock: past the stale-row age (2 s)
@@ -205,6 +205,31 @@ def test_claims_delayed_by_a_table_lock_are_not_released_as_stale(
         locker.commit()
         wait_until(lambda: chain.complete() == 12, timeout=30)
     assert all(chain.runs[(str(i), "first")] == 1 for i in range(12)), chain.runs
+
+
+def test_a_claim_delayed_by_a_lock_is_stamped_when_it_got_the_row(
+    dsn: str, saga: Saga, db: Db
+) -> None:
+    """What the runner's stale-row check compares: `updated_at` of a claimed row is when
+    the claim got it, after the lock wait, not when the claim's statement began."""
+    stamped: list[Any] = []
+
+    @saga.step
+    def work(input: int) -> None:
+        stamped.append(db.one("SELECT updated_at FROM {s}.instance WHERE instance_id = 'x'"))
+
+    saga.start("x", work, 1, delay=0.3)
+    with psycopg.connect(dsn) as locker, running(saga, db, workers=1, poll_interval=0.1):
+        locker.execute(db.sql("LOCK TABLE {s}.instance IN SHARE MODE"))
+        wait_until(lambda: db.one(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE NOT l.granted AND l.relation = %s::regclass"
+            "   AND a.query LIKE %s", f"{db.schema}.instance", "%attempts = attempts + 1%"))
+        released = locker.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        locker.commit()
+        wait_until(lambda: saga.get("x").status is Status.COMPLETE)
+    assert len(stamped) == 1
+    assert stamped[0] > released
 
 
 @pytest.mark.slow

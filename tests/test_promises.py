@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from saga import Saga, SagaNotFound, Status
+from saga import Saga, SagaError, SagaNotFound, Status
 from tests.helpers import Db, running, seconds, wait_until
 
 ROOT = Path(__file__).parents[1]
@@ -78,6 +78,16 @@ def test_the_default_backoff_doubles_from_one_second_up_to_an_hour(
     assert runs == [number for number, _, _ in BACKOFF]
 
 
+def test_every_backoff_has_jitter(default_saga: tuple[Saga, list[int]], db: Db) -> None:
+    """Retries of many instances that failed together must not come back together."""
+    saga, _ = default_saga
+    delays = set()
+    for _ in range(4):
+        row = attempt(saga, db, 13)
+        delays.add(seconds(row["run_after"], row["updated_at"]))
+    assert len(delays) > 1, delays  # four equal uniform draws: no jitter at all
+
+
 def test_the_default_max_attempts_is_25(default_saga: tuple[Saga, list[int]], db: Db) -> None:
     saga, runs = default_saga
     row = attempt(saga, db, 25)
@@ -98,6 +108,28 @@ def test_the_defaults_are_the_readmes() -> None:
 
 
 # -- bad outcomes: ERROR at once, not retried ---------------------------------------------
+
+
+@pytest.mark.parametrize("with_conn", [False, True], ids=["plain", "conn"])
+def test_saga_error_ends_in_error_at_once_with_its_message(
+    make_saga: Callable[..., Saga], with_conn: bool
+) -> None:
+    saga = make_saga("here", backoff_base=60.0, backoff_max=600.0)
+
+    if with_conn:
+        @saga.step
+        def give_up(input: object, *, conn: psycopg.Connection[Any]) -> None:
+            raise SagaError("no such account")
+    else:
+        @saga.step
+        def give_up(input: object) -> None:
+            raise SagaError("no such account")
+
+    saga.start("x", give_up, 1)
+    stats = saga.run(workers=1, drain=True)
+    row = saga.get("x")
+    assert (row.status, row.attempts, row.error) == (Status.ERROR, 1, "no such account")
+    assert (stats.failed, stats.retried) == (1, 0)
 
 
 @pytest.mark.parametrize("delay", [None, 60.0], ids=["undelayed", "delayed"])
@@ -202,6 +234,46 @@ def test_an_outcome_that_cannot_be_written_goes_back_to_pending(
     row = saga.get("x")
     assert (row.state, row.attempts) == ("done", 2)
     assert "outcome was not recorded" in caplog.text
+
+
+# -- a healthy runner's work is never taken -----------------------------------------------
+
+
+def test_a_live_runner_is_not_reaped_by_one_with_a_shorter_timeout(
+    make_saga: Callable[..., Saga], db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each runner expires by its own timeout: a runner of 0.4 s, reaping for seconds,
+    leaves alone a runner of 15 s that beats every second and its step in flight."""
+    patient, hasty = make_saga("patient"), make_saga("hasty")
+    runs: list[int] = []
+    release = threading.Event()
+
+    @patient.step
+    def long(input: object) -> str:
+        runs.append(patient.get("p").attempts)
+        release.wait(20)
+        return "done"
+
+    @hasty.step
+    def quick(input: object) -> None: ...
+
+    patient.start("p", long, 1)
+    with running(patient, db, workers=1, heartbeat_timeout=15.0):
+        wait_until(lambda: runs)
+        [patient_id] = db.runner_ids()
+        with running(hasty, db, heartbeat_timeout=0.4):
+            # The hasty runner reaps once it has beaten steadily for 0.4 s: let it do so
+            # for a few rounds.
+            wait_until(lambda: db.one(
+                "SELECT coalesce(max(extract(epoch FROM heartbeat_at - started_at)), 0)"
+                " FROM {s}.runner WHERE id <> %s", patient_id) > 2.0)
+            assert patient_id in db.runner_ids()
+        release.set()
+        wait_until(lambda: patient.get("p").status is Status.COMPLETE)
+    assert runs == [1]
+    assert patient.get("p").attempts == 1
+    assert "registering again" not in caplog.text
+    assert "reaped" not in caplog.text
 
 
 # -- the pool checks a connection that died while idle ------------------------------------
