@@ -19,7 +19,7 @@ from psycopg.conninfo import make_conninfo
 from saga import Saga, Status
 from saga.runner import Runner
 from saga.testing import embedded_cluster, restart_embedded, stop_embedded
-from tests.helpers import Db, running, wait_until
+from tests.helpers import Db, LiveRun, wait_until
 
 INSTANCES = 300
 LOCKED_FOR = 3.0  # seconds claims wait behind a lock: past the stale-row age (2 s)
@@ -218,16 +218,21 @@ def test_a_claim_delayed_by_a_lock_is_stamped_when_it_got_the_row(
     def work(input: int) -> None:
         stamped.append(db.one("SELECT updated_at FROM {s}.instance WHERE instance_id = 'x'"))
 
-    saga.start("x", work, 1, delay=0.3)
-    with psycopg.connect(dsn) as locker, running(saga, db, workers=1, poll_interval=0.1):
+    saga.start("x", work, 1)  # due at once: the first claim finds it, once it has the lock
+    with psycopg.connect(dsn) as locker:
         locker.execute(db.sql("LOCK TABLE {s}.instance IN SHARE MODE"))
+        live = LiveRun(saga, db, workers=1, poll_interval=0.1)
         wait_until(lambda: db.one(
             "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
             " WHERE NOT l.granted AND l.relation = %s::regclass"
             "   AND a.query LIKE %s", f"{db.schema}.instance", "%attempts = attempts + 1%"))
         released = locker.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         locker.commit()
+    try:
         wait_until(lambda: saga.get("x").status is Status.COMPLETE)
+    finally:
+        saga.stop()
+    live.join()
     assert len(stamped) == 1
     assert stamped[0] > released
 

@@ -208,7 +208,8 @@ BEGIN
     RETURN NEW;
 END $$;
 CREATE TRIGGER refuse_once BEFORE UPDATE ON {s}.instance
-    FOR EACH ROW WHEN (OLD.status = 1 AND NEW.status = 2) EXECUTE FUNCTION {s}.refuse_once();
+    FOR EACH ROW WHEN (OLD.status = 1 AND NEW.status IN (2, 4))
+    EXECUTE FUNCTION {s}.refuse_once();
 """
 
 
@@ -234,6 +235,33 @@ def test_an_outcome_that_cannot_be_written_goes_back_to_pending(
     row = saga.get("x")
     assert (row.state, row.attempts) == ("done", 2)
     assert "outcome was not recorded" in caplog.text
+
+
+def test_an_unwritten_outcome_of_a_cancelled_instance_ends_it_cancelled(
+    saga: Saga, db: Db
+) -> None:
+    """The step was cancelled while it ran and its outcome could not be written: the
+    stale-row check ends the instance CANCELLED, and nothing runs again."""
+    runs: list[int] = []
+
+    @saga.step
+    def work(input: object) -> object:
+        if not runs:
+            saga.cancel("x")  # RUNNING: flagged, for the worker to end at the boundary
+        runs.append(saga.get("x").attempts)
+        return after(input)
+
+    @saga.step
+    def after(input: object) -> None:
+        runs.append(-1)
+
+    db.conn.execute(db.sql(REFUSE_ONCE))
+    saga.start("x", work, 1)
+    with running(saga, db, workers=1, heartbeat_timeout=60.0, poll_interval=0.2):
+        wait_until(lambda: saga.get("x").status is Status.CANCELLED, timeout=15)
+    assert db.one("SELECT last_value FROM {s}.refusals") >= 2  # the outcome was refused
+    assert runs == [1]
+    assert saga.get("x").step == "work"
 
 
 # -- a healthy runner's work is never taken -----------------------------------------------

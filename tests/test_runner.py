@@ -175,7 +175,8 @@ def test_a_long_step_is_not_released_by_another_sagas_heartbeat(
     slow.start("i", long, 1)
     Runner([quick, slow], workers=2, heartbeat_timeout=0.4).run(drain=True)
     assert runs == [1]
-    assert stale_checks == [1], "no heartbeat ran while the step looked stale"
+    assert len(stale_checks) == 1
+    assert stale_checks[0], "no heartbeat ran while the step looked stale"
     row = slow.get("i")
     assert (row.status, row.state, row.attempts) == (Status.COMPLETE, "done once", 1)
 
