@@ -1,7 +1,12 @@
 """What the README promises, each pinned by a test that fails when the behaviour changes:
-the retry defaults, bad step outcomes, an outcome that cannot be written, the pool's
-check after connections died, `wait()`'s re-read without a NOTIFY, and the first
-command of the README."""
+the retry defaults (delays, cap, jitter, max_attempts), SagaError and bad step outcomes
+ending in ERROR at once, an outcome that cannot be written going back to PENDING, a
+healthy runner never reaped, the pool's check after connections died, `wait()`'s re-read
+without a NOTIFY, and the README's first command.
+
+They go through the public API and the database, not the worker's internals, so that
+they hold across a rewrite of those; scripts/mutate.py checks that they fail when the
+code they guard changes."""
 
 from __future__ import annotations
 
