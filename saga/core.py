@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -13,8 +15,9 @@ from psycopg_pool import ConnectionPool
 from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .migrate import migrate
-from .pools import Database, autocommit
+from .pools import CONNECT_TIMEOUT, Database
 from .records import Instance, Status
+from .schedules.spec import CATCH_UP_LIMIT, MAX_LATENESS, Schedule, declare
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
@@ -38,6 +41,8 @@ class Saga:
 
     Give it a *dsn* (else `SAGA_DSN` is read when the pool is first needed) or a
     psycopg_pool `ConnectionPool` of your own (*pool*, which `close()` leaves open).
+    Without *schema*, `SAGA_SCHEMA` is read now, else it is "saga". A call waits at
+    most *connect_timeout* seconds for a connection, then raises `DatabaseUnavailable`.
     """
 
     def __init__(
@@ -46,14 +51,15 @@ class Saga:
         dsn: str | None = None,
         *,
         pool: ConnectionPool[Any] | None = None,
-        schema: str = "saga",
+        schema: str | None = None,
         codec: Codec | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.name = check_text("name", name, MAX_NAME)
-        self._db = Database(self.name, dsn, pool)
+        self._db = Database(self.name, dsn, pool, timeout=connect_timeout)
         if isinstance(codec, type):
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
@@ -64,13 +70,14 @@ class Saga:
             raise ValueError(
                 f"need 0 < backoff_base <= backoff_max, got {backoff_base!r} and {backoff_max!r}"
             )
-        self.schema = check_schema(schema)
+        self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.max_attempts = max_attempts
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self.steps: dict[str, Step] = {}
-        self.store = Store(schema)
+        self.schedules: dict[str, Schedule] = {}
+        self.store = Store(self.schema)
         self._runner: Runner | None = None
 
     def __repr__(self) -> str:
@@ -116,6 +123,41 @@ class Saga:
             f"{step!r} is not a step of saga {self.name!r}: register it with the saga's "
             "@step decorator"
         )
+
+    def schedule(
+        self,
+        name: str,
+        step: StepRef,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        input: object = None,
+        catch_up: str = "latest",
+        catch_up_limit: int = CATCH_UP_LIMIT,
+        max_lateness: timedelta = MAX_LATENESS,
+        overlap: str = "allow",
+    ) -> Schedule:
+        """Declare schedule *name*: start an instance at *step* at each tick, `every`
+        interval or at each match of the `cron` expression in zone *tz*.
+
+        *input* is a value or a function of the tick (a datetime in *tz*). `catch_up`
+        ("latest", "skip" or "all", up to *catch_up_limit*), *max_lateness* and
+        `overlap` ("allow", "skip") are explained in saga.schedules.timing. Raise
+        `ValueError`/`TypeError` naming the schedule if anything is wrong.
+        """
+        try:
+            target = self.resolve(step)
+        except ValueError as e:
+            raise ValueError(f"schedule {name!r} of saga {self.name!r}: {e}") from None
+        if name in self.schedules:
+            raise ValueError(f"saga {self.name!r} already has a schedule named {name!r}")
+        declared = declare(self.name, name, target.name, target.encode_input, every=every,
+                           cron=cron, tz=tz, input=input, catch_up=catch_up,
+                           catch_up_limit=catch_up_limit, max_lateness=max_lateness,
+                           overlap=overlap)
+        self.schedules[name] = declared
+        return declared
 
     # -- database -----------------------------------------------------------------------
 
@@ -176,7 +218,7 @@ class Saga:
             with self.store.tables_required():
                 yield conn  # the caller commits or rolls back; we never do
             return
-        with self.store.tables_required(), autocommit(self.pool) as own:
+        with self.store.tables_required(), self._db.autocommit() as own:
             if atomic:
                 with own.transaction():
                     yield own
@@ -350,6 +392,25 @@ class Saga:
             f"instance {instance!r} of saga {self.name!r} is {Status(found[0]).name}: "
             f"it cannot be {what}")
 
+    def pause_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Pause schedule *name*: no tick is made until `resume_schedule`. Raise
+        `SagaNotFound` if the database knows no such schedule of this saga."""
+        self._steer_schedule(name, conn, pause=True)
+
+    def resume_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Resume schedule *name* from now on: the ticks that fell while it was paused
+        are not made. Raise `SagaNotFound` for an unknown schedule."""
+        self._steer_schedule(name, conn, pause=False)
+
+    def _steer_schedule(self, name: str, conn: Conn | None, *, pause: bool) -> None:
+        from .schedules.store import ScheduleStore
+
+        with self._connection(conn) as c:
+            if ScheduleStore(self.schema).steer(c, self.name, name, pause=pause,
+                                                declared=list(self.schedules.values())):
+                return
+        raise SagaNotFound(f"saga {self.name!r} has no schedule {name!r}")
+
     def wait(self, instance: str, timeout: float | None = None) -> Instance:
         """Block until *instance* is COMPLETE, ERROR or CANCELLED; return its record.
 
@@ -410,6 +471,17 @@ class Saga:
             return self.codec.decode(text, None)
         except Exception:  # an opaque payload (a foreign pickle): show it as stored
             return text
+
+
+def default_schema() -> str:
+    """The schema of a `Saga` that names none: `SAGA_SCHEMA`, else "saga"."""
+    value = os.environ.get("SAGA_SCHEMA")
+    if not value:
+        return "saga"
+    try:
+        return check_schema(value)
+    except ValueError as e:
+        raise ValueError(f"SAGA_SCHEMA: {e}") from None
 
 
 def check_text(what: str, value: object, limit: int) -> str:

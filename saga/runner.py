@@ -26,6 +26,7 @@ from .execution import Execution, RunStats
 from .lane import Lane, Wakeup
 from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
 from .pools import borrow, give_back
+from .schedules.ticker import Ticker
 from .store import Claimed, Conn
 
 if TYPE_CHECKING:
@@ -127,6 +128,15 @@ class Runner:
                         # that may be reconnecting after an outage).
                         with conn.transaction():
                             lane.heartbeat.beat(conn, reap=True, margin=self.heartbeat_timeout)
+            # Schedules (saga.schedules): a ticker per lane; a drain makes the due ticks
+            # once, before its workers look for due rows.
+            tickers = [Ticker(lane.pool, lane.store.schema,
+                              {s.name: list(s.schedules.values()) for s in lane.sagas})
+                       for lane in self._lanes]
+            if drain:
+                for lane, ticker in zip(self._lanes, tickers, strict=True):
+                    with lane.store.tables_required():
+                        ticker.run_once()
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner": self.id})
@@ -136,6 +146,8 @@ class Runner:
             if not drain:
                 service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
                             for i, lane in enumerate(self._lanes)]
+                service += [self._thread(f"saga-schedules-{i}", ticker.loop, self._stop)
+                            for i, ticker in enumerate(tickers)]  # schedules
             workers = [self._thread(f"saga-worker-{i}", self._work_loop, drain)
                        for i in range(self.workers)]
             try:

@@ -66,7 +66,8 @@ class Store:
         except psycopg.errors.UndefinedTable as e:
             raise SagaException(
                 f"the saga tables are missing from schema {self.schema!r} "
-                f"({e.diag.message_primary}): run saga.init_db() or `python -m saga migrate`"
+                f"({e.diag.message_primary}): run saga.init_db() or "
+                f"`python -m saga migrate --schema {self.schema}`"
             ) from e
 
     # -- the API's side -----------------------------------------------------------------

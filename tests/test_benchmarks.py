@@ -20,6 +20,7 @@ from benchmarks import (
     latency,
     limit,
     memory,
+    schedules,
     table_health,
     throughput,
 )
@@ -88,6 +89,14 @@ def test_latency(db: Database, tmp_path: Path) -> None:
         assert all(positive(v) for v in r["latencies_ms"])
         assert positive(r["p50_ms"])
         assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+
+
+def test_schedules(db: Database, tmp_path: Path) -> None:
+    schedules.run(db, schedules=50, seconds=0.5, results_dir=tmp_path)
+    result = written(tmp_path, "schedules")
+    assert result["results"]["ticks"]["ticks_made"] == 50
+    assert positive(result["summary"]["ticks_per_s"])
+    assert [r["schedules"] for r in result["results"]["idle"]] == [0, 50]
 
 
 def test_bulk_start(db: Database, tmp_path: Path) -> None:
