@@ -152,8 +152,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "sql/queries.sql", "AND NOT (id = ANY(%(in_flight)s))", "", RECOVERY),
     Mutation("claim-time-at-statement-start",
              "a claim delayed by a lock looks stale at once", "sql/queries.sql",
-             "attempts = attempts + 1,\n       updated_at = clock_timestamp()",
-             "attempts = attempts + 1,\n       updated_at = statement_timestamp()", RECOVERY,
+             "updated_at = clock_timestamp()", "updated_at = statement_timestamp()", RECOVERY,
              equivalent="psycopg sends the claim with the extended protocol, and the server "
              "stamps statement_timestamp() at Execute, after the table-lock wait of Parse "
              "and Bind: both give the moment the claim got its rows (a simple-protocol "

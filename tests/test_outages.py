@@ -198,7 +198,7 @@ def test_claims_delayed_by_a_table_lock_are_not_released_as_stale(
         wait_until(lambda: chain.sql(
             "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
             " WHERE NOT l.granted AND l.relation = %s::regclass"
-            "   AND a.query LIKE %s", f"{schema}.instance", "%attempts = attempts + 1%"
+            "   AND a.query LIKE %s", f"{schema}.instance", "%attempts + 1%"
         )[0][0] >= 2, timeout=10)
         # ... for longer than the age at which a runner releases its own stale rows.
         threading.Event().wait(LOCKED_FOR)
@@ -225,7 +225,7 @@ def test_a_claim_delayed_by_a_lock_is_stamped_when_it_got_the_row(
         wait_until(lambda: db.one(
             "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
             " WHERE NOT l.granted AND l.relation = %s::regclass"
-            "   AND a.query LIKE %s", f"{db.schema}.instance", "%attempts = attempts + 1%"))
+            "   AND a.query LIKE %s", f"{db.schema}.instance", "%attempts + 1%"))
         released = locker.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         locker.commit()
     try:
