@@ -27,6 +27,9 @@ DONE: Final = {  # the messages a redirect after an action may ask for, by key
     "cancel": "Cancelled (a RUNNING instance ends at its step boundary).",
     "bulk-retry": "Retried {n} instance(s).",
     "bulk-cancel": "Cancelled {n} instance(s) (RUNNING ones at their step boundary).",
+    "pause": "Paused: the schedule makes no tick until it is resumed.",
+    "resume": "Resumed: the schedule ticks again from now on (the ticks that fell while "
+              "it was paused are not made).",
 }
 
 
@@ -61,7 +64,8 @@ def layout(request: Request, app: Dashboard, title: str, body: Markup, *,
                       label=label, current=Markup(' aria-current="page"')
                       if request.path == path else Markup(""))
                for path, label in (("/", "Overview"), ("/instances", "Instances"),
-                                   ("/runners", "Runners")))
+                                   ("/runners", "Runners"),
+                                   ("/schedules", "Schedules")))
     who = request.access.value + (f" · {request.user}" if request.user else "")
     return render(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
