@@ -31,6 +31,22 @@ UPDATE {schema}.schedule
    SET retired_at = statement_timestamp(), updated_at = statement_timestamp()
  WHERE saga = %(saga)s AND retired_at IS NULL AND name <> ALL(%(names)s::text[]);
 
+-- name: stored_schedules
+-- The saga's schedules that are not retired: a saga that declares none needs to write
+-- only when this finds some (to retire them), so a role without grants on the table
+-- can run it.
+SELECT name FROM {schema}.schedule
+ WHERE saga = %(saga)s AND retired_at IS NULL
+ ORDER BY name;
+
+-- name: retire_schedules
+-- Retire the saga's schedules outside `names` (what declare_schedules does to them, for
+-- a saga that declares none: an UPDATE alone); return their names.
+UPDATE {schema}.schedule
+   SET retired_at = statement_timestamp(), updated_at = statement_timestamp()
+ WHERE saga = %(saga)s AND retired_at IS NULL AND name <> ALL(%(names)s::text[])
+RETURNING name;
+
 -- name: claim_schedules
 -- Lock up to `limit` of our due schedule rows (next_tick NULL counts as due: it is to be
 -- computed), with the status of each one's last instance (for overlap = skip). SKIP
