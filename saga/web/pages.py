@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..admin.output import age, one_line, when
 from ..records import Status
-from . import chart
+from . import chart, tasks
 from .forms import query_string
 from .html import Markup, join, render
 from .queries import Count, Filters, Overview
@@ -292,10 +292,10 @@ def instance(request: Request, row: dict[str, Any], history: Sequence[dict[str, 
     error = Markup("") if not row["error"] else render(
         '<section><h2>Error</h2><pre class="error">{e}</pre></section>', e=row["error"])
     return render(
-        '<dl class="facts">{facts}</dl><div class="actions">{actions}</div>{error}'
+        '<dl class="facts">{facts}</dl><div class="actions">{actions}</div>{error}{task}'
         "<section><h2>Step timeline</h2>{timeline}</section>"
         "<section><h2>Input</h2>{input}</section><section><h2>State</h2>{state}</section>",
-        facts=facts, actions=join(actions), error=error,
+        facts=facts, actions=join(actions), error=error, task=tasks.section(row),
         timeline=timeline(history, logged=logged),
         input=pretty(row["input"], row["input_length"] or 0, request, "input",
                      full == "input"),
