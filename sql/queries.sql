@@ -99,6 +99,8 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 -- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids are found through the primary
 -- key even in a generic plan (which cannot know how small `limit` is).
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
+-- Store.fixed_query writes name, steps and limit in as constants (one text per saga and
+-- limit), so that the server keeps a generic plan instead of planning every claim.
 UPDATE {schema}.instance
    SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
        updated_at = clock_timestamp()
@@ -118,6 +120,7 @@ RETURNING id, instance_id, step, input::text, state::text, attempts;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
+-- Run with name and steps written in as constants, like claim_due.
 SELECT extract(epoch FROM min(first.run_after) - statement_timestamp())::float8
   FROM unnest(%(steps)s::text[]) AS wanted(step)
  CROSS JOIN LATERAL (
