@@ -225,6 +225,16 @@ class Store:
         """Push this runner's expiry *timeout* seconds ahead; False if it was reaped."""
         return self._run(conn, "heartbeat", {"id": runner_id, "timeout": timeout}).rowcount > 0
 
+    def set_idle(self, conn: Conn, runner_id: str, idle: bool) -> bool:
+        """Say whether the runner has a worker thread waiting for work; the API sends its
+        NOTIFY only while some runner is idle (a new runner row is). Return whether the
+        flag changed.
+
+        Publish idle *before* the last claim ahead of a sleep, so that a start which saw
+        the runner busy has its row found by that claim (see `set_runner_idle`).
+        """
+        return self._run(conn, "set_runner_idle", {"id": runner_id, "idle": idle}).rowcount > 0
+
     def delete_runner(self, conn: Conn, runner_id: str) -> None:
         self._run(conn, "delete_runner", {"id": runner_id})
 
