@@ -106,16 +106,16 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 -- step), then the earliest are taken: rows of steps this runner does not serve are never
 -- visited, however many there are. SKIP LOCKED lets concurrent claimers pass each other
 -- instead of queueing; a row locked but not among the earliest is unlocked at commit.
--- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids are found through the primary
--- key even in a generic plan (which cannot know how small `limit` is).
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
 -- Store.fixed_query writes name, steps and limit in as constants (one text per saga and
--- limit), so that the server keeps a generic plan instead of planning every claim.
-UPDATE {schema}.instance
-   SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
+-- limit), so that the server keeps a generic plan instead of planning every claim; with
+-- the limit a constant, the planner knows how few rows the join brings and finds them
+-- by primary key, even in a plan made while the table was empty (as long as the limit is
+-- small: a plan for a batch made then may scan the table until the next ANALYZE).
+UPDATE {schema}.instance AS i
+   SET status = 1, runner_id = %(runner_id)s, attempts = i.attempts + 1,
        updated_at = clock_timestamp()
- WHERE id = ANY(ARRAY(
-        SELECT due.id
+  FROM (SELECT due.id
           FROM unnest(%(steps)s::text[]) AS wanted(step)
          CROSS JOIN LATERAL (
                SELECT id, run_after FROM {schema}.instance
@@ -125,8 +125,9 @@ UPDATE {schema}.instance
                 LIMIT %(limit)s
                   FOR UPDATE SKIP LOCKED) AS due
          ORDER BY due.run_after
-         LIMIT %(limit)s))
-RETURNING id, instance_id, step, input::text, state::text, attempts;
+         LIMIT %(limit)s) AS claimed
+ WHERE i.id = claimed.id
+RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).

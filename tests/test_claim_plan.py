@@ -151,3 +151,25 @@ def test_fixed_queries_quote_what_they_write_in(store: Store) -> None:  # noqa: 
     assert "'{a''b,c%%d}'" in text
     with pytest.raises(ValueError, match="limit must be an integer >= 1, got 0"):
         store.fixed_query("claim_due", NAME, STEPS, 0)
+
+
+def test_a_claim_planned_on_an_empty_table_finds_its_rows_by_key_later(
+    dsn: str, store: Store  # noqa: F811
+) -> None:
+    """The generic plan outlives the statistics it was made from: made when the table was
+    empty, it must not scan the table for the claimed rows once it has grown."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(12):  # prepared and made generic while the table is empty
+            assert store.claim(conn, RUNNER, NAME, STEPS, 1) == []
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.instance (name, instance_id, step, input, run_after)"
+            " SELECT %s, 'i' || n, %s, '1', now() - interval '1 hour'"
+            "   FROM generate_series(1, 20000) AS n").format(sql.Identifier(store.schema)),
+            (NAME, STEPS[0]))
+        [(name,)] = conn.execute("SELECT name FROM pg_prepared_statements"
+                                 " WHERE statement LIKE 'UPDATE%%'").fetchall()
+        with conn.transaction(force_rollback=True):
+            [(plan,)] = conn.execute(
+                sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {} ({}, NULL)").format(
+                    sql.Identifier(name), sql.Literal(RUNNER))).fetchall()
+    assert uses_due_index(plan[0]["Plan"]), json.dumps(plan, indent=1)
