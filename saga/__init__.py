@@ -8,6 +8,7 @@ from .codecs import Codec, JsonCodec, PickleCodec
 from .core import Saga
 from .errors import ConcurrencyException, DuplicateSaga, SagaError, SagaException, SagaNotFound
 from .execution import RunStats
+from .observe import StepEvent, StepObserver
 from .records import Instance, Status
 from .steps import Continuation, Step
 
@@ -31,5 +32,7 @@ __all__ = [
     "SagaNotFound",
     "Status",
     "Step",
+    "StepEvent",
+    "StepObserver",
     "__version__",
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class Status(enum.IntEnum):
@@ -44,6 +46,23 @@ class Instance:
     cancel_requested: bool = False  # cancel() came while RUNNING: ends at the step boundary
 
     __module__ = "saga"
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any],
+                 decode: Callable[[str, str | None, int], object]) -> Instance:
+        """Build a record from a row of the `get_instance` query (in its column order).
+
+        *decode(step, text, which)* turns the JSON text of the input (which 0) or the
+        state (which 1) into a value.
+        """
+        (id_, name, instance_id, step, status, input, state, attempts, error,
+         run_after, runner_id, created_at, updated_at, cancel_requested) = row
+        return cls(
+            id=id_, name=name, instance=instance_id, step=step, status=Status(status),
+            input=decode(step, input, 0), state=decode(step, state, 1),
+            attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
+            created_at=created_at, updated_at=updated_at, cancel_requested=cancel_requested,
+        )
 
     @property
     def done(self) -> bool:

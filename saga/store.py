@@ -18,6 +18,7 @@ from psycopg import Cursor
 from psycopg.rows import tuple_row
 
 from .errors import SagaException
+from .outcomes import Complete, Continue, Fail, Retry, Transition
 from .sqlfiles import check_schema, named_queries, render
 
 Conn = psycopg.Connection[Any]
@@ -42,6 +43,15 @@ class Lease(NamedTuple):
     attempt: int
 
 
+def missing_tables(schema: str, detail: str, *, api: bool = False) -> str:
+    """The one message for "the saga tables are not there": what is missing, and the
+    exact command that creates them (`saga.init_db()` too, when said to the API)."""
+    fix = "`python -m saga migrate`"
+    if api:
+        fix = f"saga.init_db() or {fix}"
+    return f"the saga tables are missing from schema {schema!r} ({detail}): run {fix}"
+
+
 class Store:
     """The queries of one schema, rendered once."""
 
@@ -64,10 +74,8 @@ class Store:
         try:
             yield
         except psycopg.errors.UndefinedTable as e:
-            raise SagaException(
-                f"the saga tables are missing from schema {self.schema!r} "
-                f"({e.diag.message_primary}): run saga.init_db() or `python -m saga migrate`"
-            ) from e
+            raise SagaException(missing_tables(self.schema, str(e.diag.message_primary),
+                                               api=True)) from e
 
     # -- the API's side -----------------------------------------------------------------
 
@@ -163,11 +171,33 @@ class Store:
         return self._transition(conn, "schedule", lease, step=step, input=input, state=state,
                                 delay=delay)
 
+    def apply(self, conn: Conn, lease: Lease, transition: Transition, *,
+              run_on: bool = True) -> int | None:
+        """Write *transition* under *lease*: the one way a step's outcome is recorded.
+
+        A `Continue` without delay stays RUNNING on this runner when *run_on* (else it
+        goes back to PENDING, due at once). Return the row's new status, or None if the
+        lease was lost (nothing changed).
+        """
+        match transition:
+            case Continue(step, input, state, delay) if delay == 0 and run_on:
+                return self.run_on(conn, lease, step, input, state)
+            case Continue(step, input, state, delay):
+                return self.schedule(conn, lease, step, input, state, delay)
+            case Complete(state):
+                return self.complete(conn, lease, state)
+            case Retry(error, delay):
+                return self.fail(conn, lease, error=error, final=False, delay=delay)
+            case Fail(error):
+                return self.fail(conn, lease, error=error, final=True, delay=0.0)
+        raise TypeError(f"not a transition: {transition!r}")  # pragma: no cover
+
     def complete(self, conn: Conn, lease: Lease, state: str | None) -> int | None:
         return self._transition(conn, "complete", lease, state=state)
 
     def fail(self, conn: Conn, lease: Lease, *, error: str, final: bool,
              delay: float) -> int | None:
+        error = error.replace("\x00", "\\x00")  # text columns cannot hold NUL
         return self._transition(conn, "fail", lease, status=3 if final else 0, error=error,
                                 delay=delay)
 
@@ -207,11 +237,17 @@ class Store:
 
         Return the ids of the runners reaped and the number of rows recovered.
         """
+        dead, recovered = self.reap_report(conn, runners=runners, margin=margin)
+        return dead, len(recovered)
+
+    def reap_report(self, conn: Conn, *, runners: bool = True,
+                    margin: float = 0.0) -> tuple[list[str], list[tuple[str, str]]]:
+        """`reap`, naming what it recovered: (saga, instance) of each row."""
         dead = ([r for (r,) in self._run(conn, "reap_runners", {"margin": margin})]
                 if runners else [])
         rows = self._run(conn, "recover_orphans", {
             "channel": self.channel, "done_channel": self.done_channel}).fetchall()
-        return dead, sum(n for _, n, _ in rows)
+        return dead, [(name, instance) for name, instances, _ in rows for instance in instances]
 
     def release_stale(self, conn: Conn, runner_id: str, in_flight: Sequence[int],
                       age: float) -> int:

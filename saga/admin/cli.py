@@ -24,6 +24,7 @@ from ..core import MAX_INSTANCE, MAX_NAME, check_text
 from ..errors import SagaException
 from ..records import Status
 from ..sqlfiles import check_schema
+from ..store import missing_tables
 from . import commands
 from .commands import CommandError
 
@@ -240,9 +241,7 @@ def schema_required(schema: str) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.UndefinedTable as e:
-        raise CommandError(
-            f"the saga tables are missing from schema {schema!r} "
-            f"({e.diag.message_primary}): run `python -m saga migrate`") from e
+        raise CommandError(missing_tables(schema, str(e.diag.message_primary))) from e
     except psycopg.errors.UndefinedColumn as e:
         raise CommandError(
             f"the saga tables in schema {schema!r} are older than this pgsaga "
