@@ -41,7 +41,7 @@ from .pools import Lent
 from .records import Status
 from .spec import SagaSpec, backoff
 from .steps import UNKNOWN, Continuation, SetState, Step
-from .store import Claimed, Conn, Lease, Store
+from .store import Claim, Claimed, Conn, Found, Lease, Store
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +102,10 @@ class Execution:
     observers: Observers = field(default_factory=Observers)
     patience: float = 15.0  # how long to keep retrying a write after a connection failure
     on_step: Callable[[Lease, str], None] | None = None  # tells the runner what runs now
+    # Asked, when an outcome ends this thread's hold on the instance, for the claim to
+    # fold into the outcome's statement (None: claim separately); what it found.
+    fold: Callable[[], Claim | None] | None = None
+    found: Found | None = None
     state_text: str | None = None  # the instance's state as stored, kept current
 
     def run(self) -> None:
@@ -196,8 +200,18 @@ class Execution:
         writing is no failure of the step: it goes up to the worker loop, and the row
         back to PENDING through release_stale."""
         transition = decide(result, lease.attempt, self.spec.policy)
+        runs_on = (isinstance(transition, Continue) and transition.delay == 0
+                   and not self.stopping.is_set())
+        claim = None if runs_on or self.fold is None else self.fold()
         try:
-            status = self._check(self._write(lambda conn: self._apply(conn, lease, transition)))
+            if claim is None:
+                status = self._check(self._write(
+                    lambda conn: self._apply(conn, lease, transition)))
+            else:
+                written, found = self._write(
+                    lambda conn: self.store.apply_and_claim(conn, lease, transition, claim))
+                self.found = _with_own_delay(found, transition)
+                status = self._check(written)
         except _LeaseLost:
             self._lost(lease, step, duration)
             return None
@@ -314,6 +328,15 @@ class Execution:
                                    "runner": self.runner_id})
             failures += 1
             _PAUSE.wait(backoff(failures, 0.05, 1.0))
+
+
+def _with_own_delay(found: Found, transition: Transition) -> Found:
+    """*found*, with the due time of the row just written back to PENDING (which the
+    folded next_due could not see) when nothing was claimed."""
+    if found.rows or not isinstance(transition, Continue | Retry):
+        return found
+    due = transition.delay if found.due_in is None else min(found.due_in, transition.delay)
+    return Found([], due)
 
 
 def _event(context: dict[str, Any], outcome: Outcome | None = None, error: str | None = None,

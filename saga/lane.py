@@ -18,28 +18,44 @@ from .store import Claimed, Store
 
 
 class Wakeup:
-    """Wake idle workers one at a time: a capped count of pending wake-ups.
+    """Wake idle worker threads: at most *n* per `notify(n)`, and never a busy one.
 
-    A wake-up that arrives while every worker is busy is kept (up to the number of
-    workers), so a worker that was about to sleep looks again instead.
+    A thread takes a `token()` just before each claim, and `wait(timeout, token)`
+    returns at once if a wake-up came since (the claim may have missed what it was
+    about), else sleeps. A wake-up while every thread is busy wakes nobody and is not
+    kept: a busy thread claims again as soon as its step ends, which is after the
+    commit the wake-up announced, so it finds that work without being told.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending = 0
-        self._cap = cap
+        self._seq = 0  # wake-ups so far
+        self._idle = 0  # threads asleep in wait()
+
+    def token(self) -> int:
+        with self._cond:
+            return self._seq
+
+    @property
+    def idle(self) -> int:
+        """How many threads are asleep now (an estimate the moment it is read)."""
+        with self._cond:
+            return self._idle
 
     def notify(self, n: int = 1) -> None:
         with self._cond:
-            self._pending = min(self._cap, self._pending + n)
+            self._seq += 1
             self._cond.notify(n)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, token: int) -> None:
         with self._cond:
-            if self._pending == 0:
+            if self._seq != token:
+                return
+            self._idle += 1
+            try:
                 self._cond.wait(timeout)
-            if self._pending > 0:
-                self._pending -= 1
+            finally:
+                self._idle -= 1
 
 
 class Running(NamedTuple):
@@ -141,6 +157,10 @@ class Lane:
     def buffer(self, spec: SagaSpec, rows: list[Claimed]) -> None:
         now = time.monotonic()
         self._claimed.extend((now, spec, row) for row in rows)
+
+    @property
+    def has_buffered(self) -> bool:
+        return bool(self._claimed)
 
     def next_claimed(self) -> tuple[float, SagaSpec, Claimed] | None:
         """The oldest buffered row, with when it was claimed (monotonic), or None."""

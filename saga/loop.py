@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -21,7 +22,7 @@ from .lane import InFlight, Lane, Wakeup
 from .observe import Observers
 from .pools import Lent
 from .spec import SagaSpec, backoff
-from .store import Claimed, Lease
+from .store import Claim, Claimed, Found, Lease
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Crew:
     in_flight: InFlight = field(default_factory=InFlight)
 
     def __post_init__(self) -> None:
-        self.wakeup = Wakeup(self.workers)
+        self.wakeup = Wakeup()
 
     def halt(self) -> None:
         """Stop claiming, and wake every idle thread to see it. Idempotent."""
@@ -68,6 +69,8 @@ class WorkLoop:
         self.drain = drain
         self._lent = {id(lane): Lent(lane.pool) for lane in crew.lanes}
         self._failures = 0  # consecutive ticks that failed on a database error
+        self._token = 0  # the wake-ups seen when this thread last looked for work
+        self._limit = crew.claim_batch  # the limit of the last claim
 
     def run(self) -> None:
         """Tick until the runner stops (or a drain finds nothing more); give the
@@ -83,6 +86,7 @@ class WorkLoop:
         """One tick: claim and run what is due, else wait for a wake-up, the next due
         time or the poll interval. Return False when the thread should end."""
         crew = self.crew
+        self._token = crew.wakeup.token()  # taken again before each claim
         try:
             ran, idle_for, looked_everywhere = self._cycle()
             self._failures = 0
@@ -108,7 +112,7 @@ class WorkLoop:
             return True
         if self.drain and looked_everywhere:
             return False
-        crew.wakeup.wait(idle_for)
+        crew.wakeup.wait(idle_for, self._token)
         return True
 
     def _cycle(self) -> tuple[bool, float, bool]:
@@ -145,42 +149,67 @@ class WorkLoop:
         return ran, idle_for, looked_everywhere
 
     def _lane_cycle(self, lane: Lane) -> tuple[bool, float]:
+        """Claim and run what is due in *lane*; return whether to look again at once
+        (False when the last claim found nothing), and how long to idle otherwise."""
         crew = self.crew
         ran = False
         idle_for = crew.poll_interval
         lent = self._lent[id(lane)]
-        conn = lent.get(timeout=LANE_TIMEOUT)
         if self._run_buffered(lane, lent):
             return True, idle_for
         for spec in lane.specs:
             if crew.stop.is_set():
                 return ran, 0.0
-            steps = list(spec.steps)
             # The claim commits on its own (autocommit); the rows are in flight a moment
             # later. release_stale spares rows claimed in the last STALE_AGE seconds, so
             # it never hands back a row between the two. If the claim fails after its
             # commit landed, release_stale returns the rows once that age has passed.
-            rows = lane.store.claim(conn, crew.runner_id, spec.name, steps, crew.claim_batch)
-            crew.in_flight.hold(spec.name, rows)
-            if rows:
-                logger.debug("claimed %d instance(s) of %s", len(rows), spec.name,
-                             extra={"action": "claim", "runner": crew.runner_id})
-                # The rest of a batch is for whichever thread is free first (this one
-                # too, once done); a full batch means there may be more: wake one more.
-                lane.buffer(spec, rows[1:])
-                woken = len(rows) - 1 + (len(rows) == crew.claim_batch)
-                if woken:
-                    crew.wakeup.notify(woken)
-                self._run_claimed(lane, spec, lent, rows[0])
-                ran = True
-                conn = lent.get(timeout=LANE_TIMEOUT)
-            elif not ran:
-                due_in = lane.store.next_due(conn, spec.name, steps)
-                if due_in is not None:
-                    # Due yet not claimed means locked by someone else (a caller's
-                    # open transaction): look again later, without spinning.
-                    idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
+            found: Found | None = lane.store.claim_or_due(lent.get(timeout=LANE_TIMEOUT),
+                                                          self._claim(spec))
+            worked = False
+            while found is not None and found.rows:
+                worked = True
+                found = self._start(lane, spec, lent, found.rows)
+            if worked and found is None:
+                ran = True  # the last outcome came without a claim: look again at once
+            elif found is not None and found.due_in is not None and not ran:
+                # Due yet not claimed means locked by someone else (a caller's open
+                # transaction): look again later, without spinning.
+                idle_for = min(idle_for, found.due_in if found.due_in > 0 else IDLE_RECHECK)
         return ran, idle_for
+
+    def _claim(self, spec: SagaSpec) -> Claim:
+        """The next claim for *spec*: as many rows as there are idle threads (and this
+        one), at least the claim batch. Taken just before the claim is sent, with the
+        wake-up token: a wake-up after this point makes the thread look again."""
+        crew = self.crew
+        self._token = crew.wakeup.token()
+        self._limit = max(crew.claim_batch, 1 + crew.wakeup.idle)
+        return Claim(crew.runner_id, spec.name, list(spec.steps), self._limit)
+
+    def _start(self, lane: Lane, spec: SagaSpec, lent: Lent,
+               rows: list[Claimed]) -> Found | None:
+        """Run the first of *rows* (just claimed), leaving the rest to whichever threads
+        are free first; return what the claim folded into its last outcome found."""
+        crew = self.crew
+        crew.in_flight.hold(spec.name, rows)
+        logger.debug("claimed %d instance(s) of %s", len(rows), spec.name,
+                     extra={"action": "claim", "runner": crew.runner_id})
+        # A full claim means there may be more: wake one more thread to look.
+        lane.buffer(spec, rows[1:])
+        woken = len(rows) - 1 + (len(rows) == self._limit)
+        if woken:
+            crew.wakeup.notify(woken)
+
+        def fold() -> Claim | None:
+            # Only where one saga is served (else the folded saga would starve the
+            # others), and not while claimed rows wait in the buffer or we are fenced.
+            if (crew.stop.is_set() or len(lane.specs) != 1 or lane.has_buffered
+                    or lane.heartbeat.expired):
+                return None
+            return self._claim(spec)
+
+        return self._run_claimed(lane, spec, lent, rows[0], fold)
 
     def _run_buffered(self, lane: Lane, lent: Lent) -> bool:
         """Run one row another thread claimed in a batch, if any; False if none."""
@@ -188,7 +217,7 @@ class WorkLoop:
         while (item := lane.next_claimed()) is not None:
             claimed_at, spec, row = item
             if time.monotonic() - claimed_at < crew.heartbeat_timeout / 2:
-                self._run_claimed(lane, spec, lent, row)
+                self._run_claimed(lane, spec, lent, row, None)
                 return True
             # Waited too long (every thread busy, or fenced): its lease may have lapsed,
             # and running it might run a step another runner runs too. Hand it back;
@@ -199,15 +228,22 @@ class WorkLoop:
                 crew.in_flight.let_go([row.id])
         return False
 
-    def _run_claimed(self, lane: Lane, spec: SagaSpec, lent: Lent, row: Claimed) -> None:
+    def _run_claimed(self, lane: Lane, spec: SagaSpec, lent: Lent, row: Claimed,
+                     fold: Callable[[], Claim | None] | None) -> Found | None:
         crew = self.crew
         try:
             if crew.stop.is_set():  # claimed, never started
                 lane.store.release(lent.get(timeout=LANE_TIMEOUT), crew.runner_id, [row.id])
-                return
-            Execution(spec, lane.store, lent, row, crew.runner_id, crew.stop, crew.stats,
-                      crew.observers, patience=crew.heartbeat_timeout,
-                      on_step=self._running).run()
+                return None
+            execution = Execution(spec, lane.store, lent, row, crew.runner_id, crew.stop,
+                                  crew.stats, crew.observers, patience=crew.heartbeat_timeout,
+                                  on_step=self._running, fold=fold)
+            # If the run fails after a folded claim, the rows it claimed are in no
+            # registry: release_stale hands them back once STALE_AGE has passed.
+            execution.run()
+            if execution.found is not None:
+                crew.in_flight.hold(spec.name, execution.found.rows)
+            return execution.found
         finally:
             crew.in_flight.let_go([row.id])
 

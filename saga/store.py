@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg import Cursor
+from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
 from .errors import SagaException
@@ -33,6 +33,22 @@ class Claimed(NamedTuple):
     input: str | None
     state: str | None
     attempt: int
+
+
+class Claim(NamedTuple):
+    """What a claim asks for: due rows of these steps of saga *name*, at most *limit*."""
+
+    runner_id: str
+    name: str
+    steps: Sequence[str]
+    limit: int
+
+
+class Found(NamedTuple):
+    """What a combined claim found: rows, or (when none) seconds until one is due."""
+
+    rows: list[Claimed]
+    due_in: float | None
 
 
 class Lease(NamedTuple):
@@ -60,6 +76,11 @@ class Store:
         self.channel = f"pgsaga_{schema}"  # wakes the workers: something is due
         self.done_channel = f"pgsaga_{schema}_done"  # wakes wait(): an instance finished
         self._q = {name: render(text, schema) for name, text in named_queries().items()}
+        # The claim, with next_due folded in; and each outcome that ends a thread's hold
+        # on an instance, with the claim of what it runs next folded in. One statement,
+        # one transaction instead of two (see _fold). Missing if the texts do not fit.
+        self._folded = {name: text for name in (None, "complete", "schedule", "fail")
+                        if (text := _fold(self._q, name)) is not None}
 
     def __repr__(self) -> str:
         return f"<Store schema={self.schema!r}>"
@@ -148,6 +169,34 @@ class Store:
         }).fetchall()
         return [Claimed(*row) for row in rows]
 
+    def claim_or_due(self, conn: Conn, claim: Claim) -> Found:
+        """Claim like `claim`; when nothing is claimed, say in how many seconds the
+        earliest PENDING row of these steps is due (`next_due`), in the same statement."""
+        if None not in self._folded:
+            rows = self.claim(conn, claim.runner_id, claim.name, claim.steps, claim.limit)
+            return Found(rows, None if rows else self.next_due(conn, claim.name,
+                                                                         claim.steps))
+        _, found = self._folded_run(conn, None, claim, {})
+        return found
+
+    def _folded_run(self, conn: Conn, query: str | None, claim: Claim,
+                    params: Mapping[str, object]) -> tuple[int | None, Found]:
+        rows = conn.cursor(row_factory=tuple_row).execute(self._folded[query], {
+            **params, "runner_id": claim.runner_id, "name": claim.name,
+            "steps": list(claim.steps), "limit": claim.limit, "now": None,
+        }).fetchall()
+        status: int | None = None
+        claimed: list[Claimed] = []
+        due_in: float | None = None
+        for kind, row_status, *columns, due in rows:
+            if kind == 0:
+                status = int(row_status)
+            elif kind == 1:
+                claimed.append(Claimed(*columns))
+            elif due is not None:
+                due_in = float(due)
+        return status, Found(claimed, due_in)
+
     def next_due(self, conn: Conn, name: str, steps: Sequence[str]) -> float | None:
         """Seconds until the earliest PENDING row of these steps is due; None if none."""
         row = self._run(conn, "next_due", {"name": name, "steps": list(steps)}).fetchone()
@@ -192,13 +241,38 @@ class Store:
                 return self.fail(conn, lease, error=error, final=True, delay=0.0)
         raise TypeError(f"not a transition: {transition!r}")  # pragma: no cover
 
+    def apply_and_claim(self, conn: Conn, lease: Lease, transition: Transition,
+                        claim: Claim) -> tuple[int | None, Found]:
+        """`apply` a transition that ends this thread's hold on the row (anything but an
+        undelayed `Continue`) and `claim_or_due` what to run next, in one statement.
+
+        The claim is made even when the lease was lost (status None): its rows are
+        this runner's to run either way.
+        """
+        match transition:
+            case Continue(step, input, state, delay) if "schedule" in self._folded:
+                query, params = "schedule", {"step": step, "input": input, "state": state,
+                                             "delay": delay}
+            case Complete(state) if "complete" in self._folded:
+                query, params = "complete", {"state": state}
+            case Retry(error, delay) if "fail" in self._folded:
+                query, params = "fail", {"status": 0, "error": _no_nul(error), "delay": delay}
+            case Fail(error) if "fail" in self._folded:
+                query, params = "fail", {"status": 3, "error": _no_nul(error), "delay": 0.0}
+            case _:
+                status = self.apply(conn, lease, transition, run_on=False)
+                return status, self.claim_or_due(conn, claim)
+        return self._folded_run(conn, query, claim, {
+            "id": lease.id, "attempt": lease.attempt, "channel": self.channel,
+            "done_channel": self.done_channel, **params})
+
     def complete(self, conn: Conn, lease: Lease, state: str | None) -> int | None:
         return self._transition(conn, "complete", lease, state=state)
 
     def fail(self, conn: Conn, lease: Lease, *, error: str, final: bool,
              delay: float) -> int | None:
-        error = error.replace("\x00", "\\x00")  # text columns cannot hold NUL
-        return self._transition(conn, "fail", lease, status=3 if final else 0, error=error,
+        return self._transition(conn, "fail", lease, status=3 if final else 0,
+                                error=_no_nul(error),
                                 delay=delay)
 
     def _transition(self, conn: Conn, query: str, lease: Lease, **params: object) -> int | None:
@@ -256,3 +330,54 @@ class Store:
             "channel": self.channel, "done_channel": self.done_channel,
         }).fetchall()
         return sum(n for _, n, _ in rows)
+
+
+def _no_nul(error: str) -> str:
+    return error.replace("\x00", "\\x00")  # text columns cannot hold NUL
+
+
+def _fold(queries: Mapping[str, str], outcome: str | None) -> str | None:
+    """One statement made of the outcome query *outcome* (None: none), `claim_due` and
+    `next_due`: its rows are (0, status) for the outcome, (1, the claimed columns) for
+    each row claimed, and (2, seconds until due) when nothing was claimed.
+
+    Every sub-statement sees the snapshot taken when the statement began: the claim
+    cannot take the row the outcome writes (RUNNING in that snapshot), and next_due
+    does not see it either (the caller takes the outcome's own delay into account).
+    Data-modifying statements may only be top-level CTEs, so the outcome's CTEs are
+    spliced in front. Return None when a text is not of the expected shape (a claim
+    that is not one UPDATE, an outcome that is not WITH ... SELECT): the store then
+    runs the statements one by one.
+    """
+    claim = queries["claim_due"].strip().rstrip(";")
+    due = queries["next_due"].strip().rstrip(";")
+    if not claim.upper().startswith("UPDATE") or not due.upper().startswith("SELECT"):
+        return None
+    ctes: sql.Composable = sql.SQL("")
+    first = _NO_OUTCOME
+    if outcome is not None:
+        text = queries[outcome].strip().rstrip(";")
+        head, sep, final = text.rpartition("\nSELECT ")
+        if not sep or not head.upper().startswith("WITH "):
+            return None
+        ctes = _OUTCOME_CTES.format(sql.SQL(head[5:]), sql.SQL(final))
+        first = _OUTCOME
+    return _FOLDED.format(ctes=ctes, claim=sql.SQL(claim), first=first,
+                          due=sql.SQL(due)).as_string(None)
+
+
+# The pieces of a folded statement (see _fold): row kind 0 is the outcome's status, 1 a
+# claimed row, 2 the seconds until the next due row when nothing was claimed.
+_OUTCOME_CTES = sql.SQL("{},\noutcome(status, notified) AS (SELECT {}),\n")
+_OUTCOME = sql.SQL("SELECT 0, status::int, NULL::bigint, NULL::text, NULL::text, "
+                   "NULL::text, NULL::text, NULL::int, NULL::float8 FROM outcome")
+_NO_OUTCOME = sql.SQL("SELECT 0, NULL::int, NULL::bigint, NULL::text, NULL::text, "
+                      "NULL::text, NULL::text, NULL::int, NULL::float8 WHERE false")
+_FOLDED = sql.SQL(
+    "WITH {ctes}claimed(id, instance_id, step, input, state, attempts) AS (\n{claim})\n"
+    "{first}\n"
+    "UNION ALL\n"
+    "SELECT 1, NULL, id, instance_id, step, input, state, attempts::int, NULL FROM claimed\n"
+    "UNION ALL\n"
+    "SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ({due})\n"
+    " WHERE NOT EXISTS (SELECT 1 FROM claimed)")
