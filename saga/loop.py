@@ -86,7 +86,9 @@ class WorkLoop:
         """One tick: claim and run what is due, else wait for a wake-up, the next due
         time or the poll interval. Return False when the thread should end."""
         crew = self.crew
-        self._token = crew.wakeup.token()  # taken again before each claim
+        # Taken before the thread looks anywhere (the buffer, then the claim): a wake-up
+        # after this point, which what it looks at may have missed, makes it look again.
+        self._token = crew.wakeup.token()
         try:
             ran, idle_for, looked_everywhere = self._cycle()
             self._failures = 0
@@ -180,10 +182,8 @@ class WorkLoop:
 
     def _claim(self, spec: SagaSpec) -> Claim:
         """The next claim for *spec*: as many rows as there are idle threads (and this
-        one), at least the claim batch. Taken just before the claim is sent, with the
-        wake-up token: a wake-up after this point makes the thread look again."""
+        one), at least the claim batch."""
         crew = self.crew
-        self._token = crew.wakeup.token()
         self._limit = max(crew.claim_batch, 1 + crew.wakeup.idle)
         return Claim(crew.runner_id, spec.name, list(spec.steps), self._limit)
 
@@ -204,6 +204,8 @@ class WorkLoop:
         def fold() -> Claim | None:
             # Only where one saga is served (else the folded saga would starve the
             # others), and not while claimed rows wait in the buffer or we are fenced.
+            # The token comes first, as in loop(): then the buffer, then the claim.
+            self._token = crew.wakeup.token()
             if (crew.stop.is_set() or len(lane.specs) != 1 or lane.has_buffered
                     or lane.heartbeat.expired):
                 return None

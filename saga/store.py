@@ -62,7 +62,7 @@ class Lease(NamedTuple):
 def missing_tables(schema: str, detail: str, *, api: bool = False) -> str:
     """The one message for "the saga tables are not there": what is missing, and the
     exact command that creates them (`saga.init_db()` too, when said to the API)."""
-    fix = "`python -m saga migrate`"
+    fix = f"`python -m saga migrate --schema {schema}`"
     if api:
         fix = f"saga.init_db() or {fix}"
     return f"the saga tables are missing from schema {schema!r} ({detail}): run {fix}"
