@@ -67,7 +67,11 @@ class WorkLoop:
     def __init__(self, crew: Crew, *, drain: bool = False) -> None:
         self.crew = crew
         self.drain = drain
-        self._lent = {id(lane): Lent(lane.pool) for lane in crew.lanes}
+        # Generic plans on the thread's own connections (the claim would be planned on
+        # every call), undone before the pool gets them back; see Store.plan_generically.
+        self._lent = {id(lane): Lent(lane.pool, on_borrow=lane.store.plan_generically,
+                                     on_release=lane.store.plan_as_usual)
+                      for lane in crew.lanes}
         self._failures = 0  # consecutive ticks that failed on a database error
         self._token = 0  # the wake-ups seen when this thread last looked for work
         self._limit = crew.claim_batch  # the limit of the last claim

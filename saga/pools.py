@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -218,9 +218,13 @@ class Lent:
     thread that owns a `Lent` uses it: no lock.
     """
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *,
+                 on_borrow: Callable[[Conn], None] | None = None,
+                 on_release: Callable[[Conn], None] | None = None) -> None:
         self.pool = pool
         self._conn: Conn | None = None
+        self._on_borrow = on_borrow  # set a new connection up (session settings)
+        self._on_release = on_release  # undo that before the pool gets it back
 
     def __repr__(self) -> str:
         return f"<Lent pool={self.pool.name!r} held={self._conn is not None}>"
@@ -235,14 +239,27 @@ class Lent:
         if self._conn is not None and not self.broken:
             return self._conn
         self.release()
-        self._conn = borrow(self.pool, timeout)
-        return self._conn
+        conn = borrow(self.pool, timeout)
+        if self._on_borrow is not None:
+            try:
+                self._on_borrow(conn)
+            except BaseException:
+                give_back(self.pool, conn)
+                raise
+        self._conn = conn
+        return conn
 
     def release(self) -> None:
         """Give the connection back to the pool, if one is held."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            give_back(self.pool, conn)
+        if conn is None:
+            return
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if (self._on_release is not None and not (conn.closed or conn.broken)
+                and conn.info.transaction_status == idle):
+            with contextlib.suppress(psycopg.Error):  # a failure: the pool resets or drops it
+                self._on_release(conn)
+        give_back(self.pool, conn)
 
 
 def dedicated(pool: ConnectionPool[Any], statement_timeout: float | None = None) -> Conn:
