@@ -16,7 +16,7 @@ from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .execution import RunStats
 from .migrate import migrate
 from .pools import CONNECT_TIMEOUT, Database
-from .records import Instance, Status
+from .records import MAX_INSTANCE, MAX_NAME, Instance, Status, check_text
 from .runner import Runner
 from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
@@ -24,12 +24,11 @@ from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
 from .waiting import wait_until_done
 
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "Saga", "StepRef", "check_text"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "MAX_INSTANCE", "MAX_NAME", "Saga",
+           "StepRef", "check_text"]
 
 StepRef = Step | str | StepFunction
 
-MAX_NAME: Final = 128
-MAX_INSTANCE: Final = 512
 START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
 
 
@@ -424,18 +423,3 @@ def default_schema() -> str:
     except ValueError as e:
         raise ValueError(f"SAGA_SCHEMA: {e}") from None
 
-
-def check_text(what: str, value: object, limit: int) -> str:
-    """Return *value* if it is a usable name or id, else raise naming the argument."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
-    if not value or len(value) > limit or "\x00" in value:
-        raise ValueError(
-            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
-            + ("..." if len(value) > 40 else "")
-        )
-    return value
