@@ -260,10 +260,12 @@ recovered AS (
            updated_at = statement_timestamp(),
            error = 'runner ' || coalesce(i.runner_id, '?') || ' stopped during step ' || i.step
       FROM orphan WHERE i.id = orphan.id
-    RETURNING i.id, i.name, i.status)
-SELECT name, count(*), pg_notify(%(channel)s, name) FROM recovered WHERE status = 0 GROUP BY name
+    RETURNING i.id, i.name, i.instance_id, i.status)
+SELECT name, array_agg(instance_id), pg_notify(%(channel)s, name)
+  FROM recovered WHERE status = 0 GROUP BY name
 UNION ALL
-SELECT name, 1, pg_notify(%(done_channel)s, id::text) FROM recovered WHERE status = 4;
+SELECT name, ARRAY[instance_id], pg_notify(%(done_channel)s, id::text)
+  FROM recovered WHERE status = 4;
 
 -- name: release_stale
 -- This runner's own RUNNING rows that none of its threads works on any more (an outcome
