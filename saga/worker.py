@@ -11,13 +11,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .conninfo import check_connection, describe
 from .core import Saga
 from .errors import SagaException
 from .liveness import HEARTBEAT_TIMEOUT
 from .logs import ContextFormatter, JsonFormatter
+from .observe import StepObserver
 from .runner import CLAIM_BATCH, GRACE, POLL_INTERVAL, Runner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -80,7 +81,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
     parser.add_argument("--claim-batch", type=int, default=CLAIM_BATCH,
                         help=f"due rows a worker thread claims at once (default {CLAIM_BATCH})")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://BIND:PORT/metrics "
+                        "(needs pgsaga[prometheus])")
+    parser.add_argument("--metrics-bind", default="127.0.0.1", metavar="BIND",
+                        help="address the metrics endpoint listens on (default 127.0.0.1)")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry spans and metrics for every step, through the "
+                        "global providers (needs pgsaga[otel] and an SDK set up)")
     args = parser.parse_args(argv)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be in 0..65535, got {args.metrics_port}")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.claim_batch < 1:
@@ -106,22 +117,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).debug("cannot load the sagas", exc_info=e.__cause__)
         print(f"saga.worker: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    closers: list[Callable[[], None]] = []
     try:
         _connect(sagas, args.dsn)
+        observers = _telemetry(args, sagas, closers)
         runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
                         poll_interval=args.poll_interval, grace=args.grace,
-                        claim_batch=args.claim_batch)
+                        claim_batch=args.claim_batch, observers=observers)
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
-    except (StartupError, SagaException, ValueError, ConnectionError) as e:
+    except (StartupError, SagaException, ValueError, ConnectionError, OSError) as e:
         print(f"saga.worker: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        for close in closers:
+            close()
         for s in sagas:
             s.close()
     if args.drain:
         print(f"drained: {stats.summary()} in {time.monotonic() - started:.1f}s", flush=True)
     return EXIT_FAILED if runner.aborted else EXIT_OK
+
+
+def _telemetry(args: argparse.Namespace, sagas: list[Saga],
+               closers: list[Callable[[], None]]) -> list[StepObserver]:
+    """The observers that `--otel` and `--metrics-port` ask for (their extras imported
+    only then); what must be closed at exit goes to *closers*."""
+    observers: list[StepObserver] = []
+    try:
+        if args.otel:
+            from .telemetry import otel
+            observers.append(otel.instrument(sagas=sagas))
+            closers.append(otel.uninstrument)
+        if args.metrics_port is not None:
+            from .telemetry import metrics
+            exporter = metrics.serve(sagas, args.metrics_port, bind=args.metrics_bind)
+            closers.append(exporter.close)
+            observers.append(exporter.observer)
+    except ImportError as e:
+        raise StartupError(str(e)) from e
+    return observers
 
 
 def _connect(sagas: list[Saga], dsn: str | None) -> None:

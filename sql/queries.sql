@@ -14,10 +14,10 @@
 -- (ON CONFLICT rather than a unique violation, which would abort a caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, trace_parent)  -- trace: 008
     VALUES (%(name)s, %(instance)s, %(step)s, %(input)s::jsonb, %(state)s::jsonb,
             statement_timestamp() + make_interval(secs => %(delay)s),
-            statement_timestamp(), statement_timestamp())
+            statement_timestamp(), statement_timestamp(), %(trace)s)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING id)
 SELECT id, pg_notify(%(channel)s, %(name)s) FROM created;
@@ -29,6 +29,7 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM created;
 WITH called AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, attempts = 0, error = NULL, called = true,
+           trace_call = %(trace)s,  -- trace: 008
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0 AND NOT called
     RETURNING id)
@@ -43,10 +44,10 @@ SELECT status, called FROM {schema}.instance
 -- exist; return the ids created, and wake the workers once.
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, trace_parent)  -- trace: 008
     SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
            statement_timestamp() + make_interval(secs => %(delay)s),
-           statement_timestamp(), statement_timestamp()
+           statement_timestamp(), statement_timestamp(), %(trace)s
       FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[]) AS item(instance_id, input)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id)
@@ -99,8 +100,12 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 -- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids are found through the primary
 -- key even in a generic plan (which cannot know how small `limit` is).
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
+-- The last column is the trace context (008), one text for saga.telemetry.context:
+-- '<start traceparent or -> <claims> [<call traceparent>]', NULL when nothing was traced;
+-- the call's only while its step has not finished (`called`).
 UPDATE {schema}.instance
    SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
+       claims = claims + 1,  -- trace: 008
        updated_at = clock_timestamp()
  WHERE id = ANY(ARRAY(
         SELECT due.id
@@ -114,7 +119,10 @@ UPDATE {schema}.instance
                   FOR UPDATE SKIP LOCKED) AS due
          ORDER BY due.run_after
          LIMIT %(limit)s))
-RETURNING id, instance_id, step, input::text, state::text, attempts;
+RETURNING id, instance_id, step, input::text, state::text, attempts,
+          CASE WHEN trace_parent IS NOT NULL OR (called AND trace_call IS NOT NULL)  -- 008
+               THEN concat_ws(' ', coalesce(trace_parent, '-'), claims,
+                              CASE WHEN called THEN trace_call END) END;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
