@@ -147,8 +147,9 @@ def _telemetry(args: argparse.Namespace, sagas: list[Saga],
     try:
         if args.otel:
             from .telemetry import otel
-            observers.append(otel.instrument(sagas=sagas))
-            closers.append(otel.uninstrument)
+            observer = otel.instrument(sagas=sagas)
+            observers.append(observer)
+            closers.extend((otel.uninstrument, observer.close))
         if args.metrics_port is not None:
             from .telemetry import metrics
             exporter = metrics.serve(sagas, args.metrics_port, bind=args.metrics_bind)

@@ -142,6 +142,11 @@ class OtelObserver:
     def __repr__(self) -> str:
         return f"<OtelObserver trace_claims={self.trace_claims} trace_hops={self.trace_hops}>"
 
+    def close(self) -> None:
+        """Close the gauges' database connections (the instruments stay registered)."""
+        if self._gauges is not None:
+            self._gauges.close()
+
     # -- spans --------------------------------------------------------------------------
 
     def step_started(self, event: StepEvent) -> None:
