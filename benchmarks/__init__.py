@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Final
 
 # In the order `python -m benchmarks` runs them: the limit first, the longest last.
-BENCHMARKS: Final = ("limit", "throughput", "latency", "bulk_start", "memory", "backlog",
-                     "table_health")
+BENCHMARKS: Final = ("limit", "throughput", "latency", "telemetry", "bulk_start", "memory",
+                     "backlog", "table_health")
 
 
 def modules(names: Sequence[str] = BENCHMARKS) -> dict[str, ModuleType]:
