@@ -28,24 +28,30 @@ class StartupError(Exception):
     """A worker cannot start: the message says what is wrong, in one line."""
 
 
+def load_object(target: str, example: str = "app.sagas:saga") -> object:
+    """Import `module:attribute` and return the attribute (`StartupError` if it fails)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise StartupError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. {example}")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise StartupError(f"{target!r}: cannot import module {module_name!r}: {e}") from e
+    except Exception as e:
+        raise StartupError(f"{target!r}: importing {module_name!r} failed: "
+                           f"{type(e).__name__}: {e}") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_sagas(targets: Sequence[str]) -> list[Saga]:
     """Import each `module:attribute` and return the sagas it names (a Saga or a list)."""
     found: list[Saga] = []
     for target in targets:
-        module_name, sep, attr = target.partition(":")
-        if not sep or not module_name or not attr:
-            raise StartupError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. app.sagas:saga")
-        try:
-            obj: object = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            raise StartupError(f"{target!r}: cannot import module {module_name!r}: {e}") from e
-        except Exception as e:
-            raise StartupError(f"{target!r}: importing {module_name!r} failed: "
-                               f"{type(e).__name__}: {e}") from e
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
+        obj = load_object(target)
         items = list(obj) if isinstance(obj, list | tuple) else [obj]
         for item in items:
             if not isinstance(item, Saga):
@@ -86,6 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(needs pgsaga[prometheus])")
     parser.add_argument("--metrics-bind", default="127.0.0.1", metavar="BIND",
                         help="address the metrics endpoint listens on (default 127.0.0.1)")
+    parser.add_argument("--observer", action="append", default=[], metavar="MODULE:ATTRIBUTE",
+                        help="a StepObserver told of every step (repeatable), e.g. "
+                        "app.audit:observer")
     parser.add_argument("--otel", action="store_true",
                         help="OpenTelemetry spans and metrics for every step, through the "
                         "global providers (needs pgsaga[otel] and an SDK set up)")
@@ -144,12 +153,19 @@ def _telemetry(args: argparse.Namespace, sagas: list[Saga],
     """The observers that `--otel` and `--metrics-port` ask for (their extras imported
     only then); what must be closed at exit goes to *closers*."""
     observers: list[StepObserver] = []
+    for target in args.observer:
+        observer = load_object(target, "app.audit:observer")
+        if not callable(getattr(observer, "step_started", None)) or not callable(
+                getattr(observer, "step_finished", None)):
+            raise StartupError(f"{target!r} is a {type(observer).__name__}, not a "
+                               "StepObserver (step_started and step_finished)")
+        observers.append(observer)  # type: ignore[arg-type]  # checked just above
     try:
         if args.otel:
             from .telemetry import otel
-            observer = otel.instrument(sagas=sagas)
-            observers.append(observer)
-            closers.extend((otel.uninstrument, observer.close))
+            traced = otel.instrument(sagas=sagas)
+            observers.append(traced)
+            closers.extend((otel.uninstrument, traced.close))
         if args.metrics_port is not None:
             from .telemetry import metrics
             exporter = metrics.serve(sagas, args.metrics_port, bind=args.metrics_bind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from saga.telemetry import metrics
 from saga.worker import parse_args
 from tests.apps import observed
 from tests.helpers import Db, wait_until
-from tests.test_worker import Worker, worker_env
+from tests.test_worker import ROOT, WORKER, Worker, worker_env
 
 OBSERVED = "tests.apps.observed:saga"
 SERVING = re.compile(r"metrics at http://127\.0\.0\.1:(\d+)/metrics")
@@ -122,3 +123,26 @@ def test_metrics_options_are_checked() -> None:
         parse_args(["m:s", "--metrics-port", "70000"])
     with pytest.raises(ValueError, match="port must be an integer"):
         metrics.serve([], -1)
+
+
+def test_the_worker_hands_its_steps_to_an_observer_named_on_the_command_line(
+    dsn: str, schema: str, tmp_path: Path, observed_saga: Saga,
+) -> None:
+    observed_saga.start("a", "first", {"id": "a"})
+    observed_saga.start("b", "broken", {"id": "b"})
+    audit = tmp_path / "audit.txt"
+    env = {**worker_env(dsn, schema), "SAGA_TEST_AUDIT": str(audit)}
+    done = subprocess.run([*WORKER, OBSERVED, "--drain", "--observer",
+                           "tests.apps.observed:audit"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(audit.read_text().splitlines()) == sorted([
+        "started a first 1", "finished a first continued",
+        "started a second 1", "finished a second delayed",
+        "started b broken 1", "finished b broken error"])
+    refused = subprocess.run([*WORKER, OBSERVED, "--drain", "--observer",
+                              "tests.apps.observed:not_an_observer"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert "'tests.apps.observed:not_an_observer' is a object, not a StepObserver" in (
+        refused.stderr)

@@ -8,6 +8,7 @@ span that started the instance, how many times the instance has been claimed, an
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -34,8 +35,11 @@ def is_traceparent(text: object) -> bool:
 def parse(text: str | None) -> StoredTrace | None:
     """The trace context in a claimed row's trace column; None if there is none (or it
     is not of the expected shape: a row written by hand must not break a step)."""
-    if not text:
-        return None
+    return _parse(text) if text else None
+
+
+@functools.lru_cache(maxsize=1024)  # the steps of one claim share one text
+def _parse(text: str) -> StoredTrace | None:
     parts = text.split(" ")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         return None

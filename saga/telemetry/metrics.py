@@ -47,6 +47,7 @@ class PrometheusObserver:
     """A `StepObserver` that counts steps, and their durations, into *registry*."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._children: dict[tuple[str, ...], Any] = {}  # labels() once per label set
         self.steps = Counter("pgsaga_steps", "Step attempts, by outcome",
                              ["saga", "step", "outcome"], registry=registry)
         self.duration = Histogram("pgsaga_step_duration_seconds",
@@ -61,12 +62,22 @@ class PrometheusObserver:
 
     def step_started(self, event: StepEvent) -> None:
         if event.claim_delay is not None:
-            self.claim_delay.labels(event.saga).observe(event.claim_delay)
+            self._child(self.claim_delay, "delay", event.saga).observe(event.claim_delay)
 
     def step_finished(self, event: StepEvent) -> None:
-        self.steps.labels(event.saga, event.step, event.outcome or "lost").inc()
+        self._child(self.steps, "steps", event.saga, event.step, event.outcome or "lost").inc()
         if event.duration is not None:
-            self.duration.labels(event.saga, event.step).observe(event.duration)
+            self._child(self.duration, "duration", event.saga, event.step).observe(
+                event.duration)
+
+    def _child(self, metric: Any, kind: str, *labels: str) -> Any:
+        # A dict look-up instead of labels()' checks and lock; a race only makes the
+        # same child twice (labels() returns the one it keeps).
+        key = (kind, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class DatabaseCollector(Collector):

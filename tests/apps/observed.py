@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from saga import Saga, SagaError
+from saga import Saga, SagaError, StepEvent
 
 from . import SCHEMA
 
@@ -64,6 +64,23 @@ def build(schema: str, dsn: str | None = None) -> Saga:
     return saga
 
 
+class Audit:
+    """A StepObserver for `--observer`: one line per event to $SAGA_TEST_AUDIT."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _write(self, text: str) -> None:
+        with self._lock, open(os.environ["SAGA_TEST_AUDIT"], "a", encoding="utf-8") as out:
+            out.write(text + "\n")
+
+    def step_started(self, event: StepEvent) -> None:
+        self._write(f"started {event.instance} {event.step} {event.attempt}")
+
+    def step_finished(self, event: StepEvent) -> None:
+        self._write(f"finished {event.instance} {event.step} {event.outcome}")
+
+
 def _export_spans(path: str) -> None:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -80,3 +97,5 @@ if os.environ.get("SAGA_TEST_SPANS"):
     _export_spans(os.environ["SAGA_TEST_SPANS"])
 
 saga = build(SCHEMA)
+audit = Audit()
+not_an_observer = object()
