@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .execution import RunStats
 from .migrate import migrate
-from .pools import Database, autocommit
+from .pools import CONNECT_TIMEOUT, Database
 from .records import Instance, Status
 from .runner import Runner
 from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
@@ -38,6 +39,8 @@ class Saga:
 
     Give it a *dsn* (else `SAGA_DSN` is read when the pool is first needed) or a
     psycopg_pool `ConnectionPool` of your own (*pool*, which `close()` leaves open).
+    Without *schema*, `SAGA_SCHEMA` is read now, else it is "saga". A call waits at
+    most *connect_timeout* seconds for a connection, then raises `DatabaseUnavailable`.
     """
 
     def __init__(
@@ -46,23 +49,24 @@ class Saga:
         dsn: str | None = None,
         *,
         pool: ConnectionPool[Any] | None = None,
-        schema: str = "saga",
+        schema: str | None = None,
         codec: Codec | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.name = check_text("name", name, MAX_NAME)
-        self._db = Database(self.name, dsn, pool)
+        self._db = Database(self.name, dsn, pool, timeout=connect_timeout)
         if isinstance(codec, type):
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must have encode() and decode(), got {codec!r}")
         self.policy = RetryPolicy(max_attempts, float(backoff_base), float(backoff_max))
-        self.schema = check_schema(schema)
+        self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.steps: dict[str, Step] = {}
-        self.store = Store(schema)
+        self.store = Store(self.schema)
         self._runner: Runner | None = None
 
     def __repr__(self) -> str:
@@ -184,7 +188,7 @@ class Saga:
             with self.store.tables_required():
                 yield conn  # the caller commits or rolls back; we never do
             return
-        with self.store.tables_required(), autocommit(self.pool) as own:
+        with self.store.tables_required(), self._db.autocommit() as own:
             if atomic:
                 with own.transaction():
                     yield own
@@ -412,6 +416,17 @@ class Saga:
             return self.codec.decode(text, None)
         except Exception:  # an opaque payload (a foreign pickle): show it as stored
             return text
+
+
+def default_schema() -> str:
+    """The schema of a `Saga` that names none: `SAGA_SCHEMA`, else "saga"."""
+    value = os.environ.get("SAGA_SCHEMA")
+    if not value:
+        return "saga"
+    try:
+        return check_schema(value)
+    except ValueError as e:
+        raise ValueError(f"SAGA_SCHEMA: {e}") from None
 
 
 def check_text(what: str, value: object, limit: int) -> str:
