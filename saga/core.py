@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -289,11 +289,16 @@ class Saga:
         target = self.resolve(step)
         encoded = target.encode_input(input)
         seconds = delay_seconds(delay)
-        with caller_span("call", self.name, target.name, instance) as trace, \
-                self._connection(conn) as c:
-            if self.store.call(c, self.name, instance, target.name, encoded, seconds, trace):
-                return
-            found = self.store.status(c, self.name, instance)
+        with caller_span("call", self.name, target.name, instance) as trace:
+            with self._connection(conn) as c:
+                if self.store.call(c, self.name, instance, target.name, encoded, seconds,
+                                   trace):
+                    return
+                found = self.store.status(c, self.name, instance)
+            self._refuse_call(instance, found)  # raises, inside the span: it records why
+
+    def _refuse_call(self, instance: str, found: tuple[int, bool] | None) -> NoReturn:
+        """Raise the error that explains why `call` changed nothing."""
         if found is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
         status, called = found

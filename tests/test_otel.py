@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from saga import DuplicateSaga, Saga, SagaError, Status
+from saga import DuplicateSaga, Saga, SagaError, SagaNotFound, Status
 from saga.telemetry import otel
 from saga.telemetry.context import StoredTrace, parse
 from tests.apps import observed
@@ -248,6 +248,11 @@ def test_api_spans_store_their_context_and_record_refusals(
     assert (many.attributes or {})["saga.count"] == 3
     assert duplicate.status.status_code == StatusCode.ERROR
     assert [e.name for e in duplicate.events] == ["exception"]
+    with pytest.raises(SagaNotFound):
+        saga.call("nobody", work)
+    refused = exporter.get_finished_spans()[-1]
+    assert refused.name == "saga call test"
+    assert refused.status.status_code == StatusCode.ERROR
     stored = dict(db.rows("SELECT instance_id, trace_parent FROM {s}.instance"))
     assert stored["plain"] is None
     assert stored["one"].startswith(traceparent_prefix(one))
