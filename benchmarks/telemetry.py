@@ -17,6 +17,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import median
 from typing import Final
@@ -45,7 +46,8 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(db: Database, sagas: int, threads: int, on: bool) -> tuple[float, float]:
+def one_run(db: Database, sagas: int, threads: int, on: bool,
+            flags: Sequence[str] = ON) -> tuple[float, float]:
     """Steps/s of one run on a fresh schema, telemetry *on* or off, and the worker's
     CPU microseconds per step."""
     samples: list[tuple[int, float]] = []
@@ -62,7 +64,7 @@ def one_run(db: Database, sagas: int, threads: int, on: bool) -> tuple[float, fl
                 t=table(schema)), (TRACEPARENT,))
             conn.execute(sql.SQL("VACUUM ANALYZE {t}").format(t=table(schema)))
         done = run_sagas(db, schema, sagas, threads=threads, first=first, sample=sample,
-                         options=ON if on else (),
+                         options=flags if on else (),
                          env={apps.TELEMETRY_VAR: "1"} if on else None)
         if not done.complete or done.errors:
             raise RuntimeError(f"the {'on' if on else 'off'} run did not complete: {done}")
@@ -72,18 +74,19 @@ def one_run(db: Database, sagas: int, threads: int, on: bool) -> tuple[float, fl
 
 
 def run(db: Database, *, sagas: int = SAGAS, pairs: int = PAIRS, threads: int = THREADS,
-        results_dir: Path | None = None) -> Result:
-    """Run *pairs* pairs of runs (off, then on); print, write JSON, return the result."""
+        flags: Sequence[str] = ON, results_dir: Path | None = None) -> Result:
+    """Run *pairs* pairs of runs (off, then on with the worker options *flags*); print,
+    write JSON, return the result."""
     result = envelope("telemetry", db, {"sagas": sagas, "steps_per_saga": 3,
                                         "pairs": pairs, "threads": threads,
-                                        "on": " ".join(ON)})
+                                        "on": " ".join(flags)})
     off_runs: list[float] = []
     on_runs: list[float] = []
     off_cpu: list[float] = []
     on_cpu: list[float] = []
     for i in range(pairs):
         for runs, cpus, on in ((off_runs, off_cpu, False), (on_runs, on_cpu, True)):
-            steps_per_s, cpu = one_run(db, sagas, threads, on=on)
+            steps_per_s, cpu = one_run(db, sagas, threads, on=on, flags=flags)
             runs.append(steps_per_s)
             cpus.append(cpu)
         print(f"  pair {i + 1}: off {off_runs[-1]:,.0f} steps/s ({off_cpu[-1]:.0f} us CPU "
@@ -115,13 +118,15 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, help=f"off/on pairs (default {PAIRS}, quick 1)")
     p.add_argument("--threads", type=int, default=THREADS,
                    help=f"worker threads (default {THREADS})")
+    p.add_argument("--on", default=" ".join(ON),
+                   help=f"the worker's options when on (default {' '.join(ON)!r})")
     return p
 
 
 def execute(db: Database, args: argparse.Namespace) -> Result:
     return run(db, sagas=args.sagas or (1_000 if args.quick else SAGAS),
                pairs=args.pairs or (1 if args.quick else PAIRS), threads=args.threads,
-               results_dir=args.results)
+               flags=args.on.split(), results_dir=args.results)
 
 
 def main(argv: list[str] | None = None) -> int:
