@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Final, NoReturn
 
 import psycopg
@@ -16,8 +17,9 @@ from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .execution import RunStats
 from .migrate import migrate
 from .pools import CONNECT_TIMEOUT, Database
-from .records import Instance, Status
+from .records import MAX_INSTANCE, MAX_NAME, Instance, Status, check_text
 from .runner import Runner
+from .schedules.spec import CATCH_UP_LIMIT, MAX_LATENESS, Schedule, declare
 from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
@@ -25,12 +27,11 @@ from .store import Conn, Store
 from .tracehook import caller_span
 from .waiting import wait_until_done
 
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "Saga", "StepRef", "check_text"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "MAX_INSTANCE", "MAX_NAME", "Saga",
+           "StepRef", "check_text"]
 
 StepRef = Step | str | StepFunction
 
-MAX_NAME: Final = 128
-MAX_INSTANCE: Final = 512
 START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
 
 
@@ -66,6 +67,7 @@ class Saga:
         self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.steps: dict[str, Step] = {}
+        self.schedules: dict[str, Schedule] = {}
         self.store = Store(self.schema)
         self._runner: Runner | None = None
 
@@ -127,7 +129,43 @@ class Saga:
 
     def spec(self) -> SagaSpec:
         """What a worker needs of this saga, frozen now: name, schema, steps, codec, policy."""
-        return SagaSpec(self.name, self.schema, self.steps, self.codec, self.policy)
+        return SagaSpec(self.name, self.schema, self.steps, self.codec, self.policy,
+                        tuple(self.schedules.values()))
+
+    def schedule(
+        self,
+        name: str,
+        step: StepRef,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        input: object = None,
+        catch_up: str = "latest",
+        catch_up_limit: int = CATCH_UP_LIMIT,
+        max_lateness: timedelta = MAX_LATENESS,
+        overlap: str = "allow",
+    ) -> Schedule:
+        """Declare schedule *name*: start an instance at *step* at each tick, `every`
+        interval or at each match of the `cron` expression in zone *tz*.
+
+        *input* is a value or a function of the tick (a datetime in *tz*). `catch_up`
+        ("latest", "skip" or "all", up to *catch_up_limit*), *max_lateness* and
+        `overlap` ("allow", "skip") are explained in saga.schedules.timing. Raise
+        `ValueError`/`TypeError` naming the schedule if anything is wrong.
+        """
+        try:
+            target = self.resolve(step)
+        except ValueError as e:
+            raise ValueError(f"schedule {name!r} of saga {self.name!r}: {e}") from None
+        if name in self.schedules:
+            raise ValueError(f"saga {self.name!r} already has a schedule named {name!r}")
+        declared = declare(self.name, name, target.name, target.encode_input, every=every,
+                           cron=cron, tz=tz, input=input, catch_up=catch_up,
+                           catch_up_limit=catch_up_limit, max_lateness=max_lateness,
+                           overlap=overlap)
+        self.schedules[name] = declared
+        return declared
 
     # -- database -----------------------------------------------------------------------
 
@@ -362,6 +400,25 @@ class Saga:
             f"instance {instance!r} of saga {self.name!r} is {Status(found[0]).name}: "
             f"it cannot be {what}")
 
+    def pause_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Pause schedule *name*: no tick is made until `resume_schedule`. Raise
+        `SagaNotFound` if the database knows no such schedule of this saga."""
+        self._steer_schedule(name, conn, pause=True)
+
+    def resume_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Resume schedule *name* from now on: the ticks that fell while it was paused
+        are not made. Raise `SagaNotFound` for an unknown schedule."""
+        self._steer_schedule(name, conn, pause=False)
+
+    def _steer_schedule(self, name: str, conn: Conn | None, *, pause: bool) -> None:
+        from .schedules.store import ScheduleStore
+
+        with self._connection(conn) as c:
+            if ScheduleStore(self.schema).steer(c, self.name, name, pause=pause,
+                                                declared=list(self.schedules.values())):
+                return
+        raise SagaNotFound(f"saga {self.name!r} has no schedule {name!r}")
+
     def wait(self, instance: str, timeout: float | None = None) -> Instance:
         """Block until *instance* is COMPLETE, ERROR or CANCELLED; return its record.
 
@@ -433,18 +490,3 @@ def default_schema() -> str:
     except ValueError as e:
         raise ValueError(f"SAGA_SCHEMA: {e}") from None
 
-
-def check_text(what: str, value: object, limit: int) -> str:
-    """Return *value* if it is a usable name or id, else raise naming the argument."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
-    if not value or len(value) > limit or "\x00" in value:
-        raise ValueError(
-            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
-            + ("..." if len(value) > 40 else "")
-        )
-    return value

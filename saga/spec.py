@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Final
 
 from .codecs import Codec
+from .schedules.spec import Schedule
 from .steps import Step
 
 MAX_ATTEMPTS: Final = 25
@@ -52,13 +53,15 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class SagaSpec:
     """One saga as the worker sees it. `steps` is a read-only copy of the registry at
-    the moment the spec was taken (see `Saga.spec()`)."""
+    the moment the spec was taken (see `Saga.spec()`); `schedules` are its declared
+    schedules (saga.schedules), which the worker's tickers make ticks of."""
 
     name: str
     schema: str
     steps: Mapping[str, Step]
     codec: Codec
     policy: RetryPolicy
+    schedules: tuple[Schedule, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -55,3 +56,22 @@ def test_the_api_and_a_worker_run_under_a_dml_only_role(runtime_dsn: str, schema
 def test_the_runtime_role_cannot_change_the_schema(runtime_dsn: str, schema: str) -> None:
     with psycopg.connect(runtime_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(sql.SQL("DROP TABLE {}.instance").format(sql.Identifier(schema)))
+
+
+def test_schedules_tick_and_pause_under_a_dml_only_role(runtime_dsn: str, schema: str) -> None:
+    with Saga("nightly", runtime_dsn, schema=schema) as saga:
+        @saga.step
+        def report(input: str) -> str:
+            return input
+
+        saga.schedule("often", report, every=timedelta(seconds=1), input="x")
+        saga.schedule("weekly", report, cron="0 3 * * 1", tz="Europe/Berlin", input="y")
+        saga.run(workers=1, drain=True)  # records both schedules
+        with saga.pool.connection() as conn:
+            conn.execute(sql.SQL("UPDATE {}.schedule SET next_tick = next_tick - interval "
+                                 "'2 seconds' WHERE name = 'often'").format(
+                                     sql.Identifier(schema)))
+        stats = saga.run(workers=1, drain=True)
+        assert stats.completed == 1
+        saga.pause_schedule("weekly")
+        saga.resume_schedule("weekly")
