@@ -113,12 +113,12 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 -- the limit a constant, the planner knows how few rows the join brings and finds them
 -- by primary key, even in a plan made while the table was empty (as long as the limit is
 -- small: a plan for a batch made then may scan the table until the next ANALYZE).
--- The last column is the trace context (008), one text for saga.telemetry.context:
+-- `claims` and the last column are the trace context (008), for saga.telemetry.context:
 -- '<start traceparent or -> <claims> [<call traceparent>]', NULL when nothing was traced;
 -- the call's only while its step has not finished (`called`).
 UPDATE {schema}.instance AS i
    SET status = 1, runner_id = %(runner_id)s, attempts = i.attempts + 1,
-       claims = i.claims + 1,  -- trace: 008
+       claims = i.claims + 1,
        updated_at = clock_timestamp()
   FROM (SELECT due.id
           FROM unnest(%(steps)s::text[]) AS wanted(step)
@@ -133,7 +133,7 @@ UPDATE {schema}.instance AS i
          LIMIT %(limit)s) AS claimed
  WHERE i.id = claimed.id
 RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts,
-          CASE WHEN i.trace_parent IS NOT NULL OR (i.called AND i.trace_call IS NOT NULL)  -- 008
+          CASE WHEN i.trace_parent IS NOT NULL OR (i.called AND i.trace_call IS NOT NULL)
                THEN concat_ws(' ', coalesce(i.trace_parent, '-'), i.claims,
                               CASE WHEN i.called THEN i.trace_call END) END;
 
