@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from saga.sqlfiles import named_queries, render
+from saga.store import Store
 from saga.testing import restart_embedded
 
 from . import apps, harness, live
@@ -58,9 +59,13 @@ def fingerprint(text: str) -> str:
 
 
 def query_names(schema: str) -> dict[str, str]:
-    """The named queries of saga rendered for *schema*, by fingerprint."""
-    return {fingerprint(render(text, schema)): name
-            for name, text in named_queries().items()}
+    """The named queries of saga rendered for *schema*, by fingerprint; and the worker's
+    folded statements (an outcome with the next claim, a claim with next_due)."""
+    names = {fingerprint(render(text, schema)): name
+             for name, text in named_queries().items()}
+    folded = Store(schema).folded_queries(apps.NAME, apps.STEPS)
+    names.update({fingerprint(text): name for name, text in folded.items()})
+    return names
 
 
 @contextlib.contextmanager

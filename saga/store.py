@@ -187,6 +187,14 @@ class Store:
         _, found = self._folded_run(conn, None, claim, {})
         return found
 
+    def folded_queries(self, name: str, steps: Sequence[str],
+                       limit: int = 1) -> dict[str, str]:
+        """The folded statements for saga *name*'s *steps*, by the names reports give
+        them: `claim_or_due`, and `complete+claim`, `schedule+claim`, `fail+claim`."""
+        claim = Claim("", name, steps, limit)
+        return {("claim_or_due" if q is None else f"{q}+claim"): self._folded_text(q, claim)
+                for q in sorted(self._folded, key=str)}
+
     def _folded_text(self, query: str | None, claim: Claim) -> str:
         """The folded statement of *query* for *claim*, made of the fixed texts of the
         claim and next_due (see `fixed_query`), kept like them."""
