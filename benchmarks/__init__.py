@@ -15,7 +15,7 @@ from typing import Final
 
 # In the order `python -m benchmarks` runs them: the limit first, the longest last, and
 # statements after them all (it restarts an embedded server to load pg_stat_statements).
-BENCHMARKS: Final = ("limit", "throughput", "schedules", "latency", "bulk_start",
+BENCHMARKS: Final = ("limit", "throughput", "schedules", "latency", "telemetry", "bulk_start",
                      "concurrent_start", "live", "memory", "backlog", "table_health",
                      "steplog_cost", "web_pages", "statements")
 

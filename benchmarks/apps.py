@@ -17,6 +17,7 @@ from saga import Saga
 
 SCHEMA_VAR: Final = "SAGA_BENCH_SCHEMA"
 SCHEMA: Final = os.environ.get(SCHEMA_VAR, "saga_bench")
+TELEMETRY_VAR: Final = "SAGA_BENCH_OTEL_SDK"  # set: the OpenTelemetry SDK, exporting nothing
 
 NAME: Final = "bench"  # the three-step no-op saga
 LATENCY_NAME: Final = "latency"  # the one-step saga that stamps when it begins
@@ -60,6 +61,10 @@ def build_latency(schema: str, dsn: str | None = None) -> Saga:
 
     return saga
 
+
+if os.environ.get(TELEMETRY_VAR):
+    from .telemetry_sdk import install_sdk
+    install_sdk()
 
 saga = build(SCHEMA)
 latency = build_latency(SCHEMA)

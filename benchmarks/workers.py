@@ -40,8 +40,8 @@ class WorkerProcess:
     """`python -m saga.worker` in the background; its output goes to a temporary file."""
 
     def __init__(self, db: Database, schema: str, *, threads: int, target: str = TARGET,
-                 options: Sequence[str] = ()) -> None:
-        env = {**os.environ, apps.SCHEMA_VAR: schema}
+                 options: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, apps.SCHEMA_VAR: schema, **(env or {})}
         env.pop("SAGA_DSN", None)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
@@ -90,13 +90,15 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def workers(db: Database, schema: str, *, processes: int = 1, threads: int = 8,
-            target: str = TARGET, options: Sequence[str] = ()) -> Iterator[list[WorkerProcess]]:
-    """Start *processes* worker processes of *threads* threads; stop them all on exit."""
+            target: str = TARGET, options: Sequence[str] = (),
+            env: dict[str, str] | None = None) -> Iterator[list[WorkerProcess]]:
+    """Start *processes* worker processes of *threads* threads (with *options* and
+    *env* added); stop them all on exit."""
     started: list[WorkerProcess] = []
     try:
         for _ in range(processes):
             started.append(WorkerProcess(db, schema, threads=threads, target=target,
-                                         options=options))
+                                         options=options, env=env))
         yield started
     finally:
         for w in started:
@@ -152,7 +154,8 @@ class Run:
 def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes: int = 1,
               first: tuple[int, int] | None = None, timeout: float = 600.0,
               poll: float = 0.2,
-              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None) -> Run:
+              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
+              options: Sequence[str] = (), env: dict[str, str] | None = None) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
@@ -161,7 +164,8 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
     """
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
-        with workers(db, schema, processes=processes, threads=threads) as procs:
+        with workers(db, schema, processes=processes, threads=threads, options=options,
+                     env=env) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -24,6 +24,7 @@ from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
+from .tracehook import caller_span
 from .waiting import wait_until_done
 
 __all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "MAX_INSTANCE", "MAX_NAME", "Saga",
@@ -254,9 +255,10 @@ class Saga:
         encoded = target.encode_input(input)
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
-        with self._connection(conn) as c:
+        with caller_span("start", self.name, target.name, instance) as trace, \
+                self._connection(conn) as c:
             if not self.store.insert(c, self.name, instance, target.name, encoded,
-                                     encoded_state, seconds):
+                                     encoded_state, seconds, trace):
                 raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
 
     def start_many(
@@ -291,11 +293,12 @@ class Saga:
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
         created: set[str] = set()
-        with self._connection(conn, atomic=True) as c:
+        with caller_span("start_many", self.name, target.name, None, len(instances)) as trace, \
+                self._connection(conn, atomic=True) as c:
             for at in range(0, len(instances), START_MANY_CHUNK):
                 created |= self.store.insert_many(
                     c, self.name, target.name, instances[at:at + START_MANY_CHUNK],
-                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds)
+                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds, trace)
         duplicates = []
         for instance in instances:
             if instance in created:
@@ -324,10 +327,16 @@ class Saga:
         target = self.resolve(step)
         encoded = target.encode_input(input)
         seconds = delay_seconds(delay)
-        with self._connection(conn) as c:
-            if self.store.call(c, self.name, instance, target.name, encoded, seconds):
-                return
-            found = self.store.status(c, self.name, instance)
+        with caller_span("call", self.name, target.name, instance) as trace:
+            with self._connection(conn) as c:
+                if self.store.call(c, self.name, instance, target.name, encoded, seconds,
+                                   trace):
+                    return
+                found = self.store.status(c, self.name, instance)
+            self._refuse_call(instance, found)  # raises, inside the span: it records why
+
+    def _refuse_call(self, instance: str, found: tuple[int, bool] | None) -> NoReturn:
+        """Raise the error that explains why `call` changed nothing."""
         if found is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
         status, called = found

@@ -107,6 +107,10 @@ class Execution:
     fold: Callable[[], Claim | None] | None = None
     found: Found | None = None
     state_text: str | None = None  # the instance's state as stored, kept current
+    claimed_at: float | None = None  # monotonic time of the row's claim (StepEvent)
+    _hop: int = field(default=0, init=False)  # continuations run since the claim
+    _raised: BaseException | None = field(default=None, init=False)  # by the last attempt
+    _began: float | None = field(default=None, init=False)  # monotonic start of it
 
     def run(self) -> None:
         """Run the claimed step and every undelayed continuation that follows it."""
@@ -132,6 +136,7 @@ class Execution:
             if following is None:
                 return
             step, lease, continuation = following
+            self._hop += 1
             input_text, input_value = continuation.input, continuation.input_value
             # The state as the step left it in the row (its own continuation's, or a
             # set_state checkpoint's), decoded again unless we hold the decoded value.
@@ -146,9 +151,9 @@ class Execution:
         self.stats.add(steps=1)
         if self.on_step is not None:
             self.on_step(lease, step.name)
+        began = self._began = time.monotonic()
         if self.observers:
-            self.observers.started(_event(context))
-        began = time.monotonic()
+            self.observers.started(self._event(context))
         value: object = None
         try:
             if step.wants_conn:
@@ -171,7 +176,9 @@ class Execution:
             return None
         except (SagaError, _BadOutcome) as e:
             result = Rejected(str(e) or type(e).__name__)
-        except Exception:
+            self._raised = e  # for the observers (a span records it)
+        except Exception as e:
+            self._raised = e
             if step.wants_conn and self.lent.broken:
                 # The step's transaction died with the connection: nothing of it stands,
                 # and the row goes back to PENDING through release_stale.
@@ -234,7 +241,7 @@ class Execution:
             logger.info("instance %s cancelled after step %s", self.row.instance, step.name,
                         extra={"action": "cancelled", **extra})
         elif isinstance(transition, Continue):
-            outcome = "continued"
+            outcome = "continued" if status == Status.RUNNING else "delayed"
             if transition.state is not None:
                 self.state_text = transition.state
             logger.debug("instance %s (id %d): step %s done in %.1f ms, next %s%s",
@@ -274,7 +281,20 @@ class Execution:
     def _observe(self, context: dict[str, Any], outcome: Outcome, error: str | None,
                  duration: float) -> None:
         if self.observers:
-            self.observers.finished(_event(context, outcome, error, duration))
+            self.observers.finished(self._event(context, outcome, error, duration))
+        self._raised = None  # let go of the traceback's frames
+
+    def _event(self, context: dict[str, Any], outcome: Outcome | None = None,
+               error: str | None = None, duration: float | None = None) -> StepEvent:
+        delay = None
+        if self._hop == 0 and self.claimed_at is not None and self._began is not None:
+            delay = max(0.0, self._began - self.claimed_at)
+        return StepEvent(saga=context["saga"], instance=context["instance"],
+                         id=context["id"], step=context["step"],
+                         attempt=context["attempt"], runner=context["runner"],
+                         outcome=outcome, error=error, duration=duration, claim_delay=delay,
+                         hop=self._hop, trace=self.row.trace,
+                         exception=self._raised if outcome is not None else None)
 
     def _context(self, lease: Lease, step: Step) -> dict[str, Any]:
         """What every log record about this instance carries (see saga.logs)."""
@@ -338,14 +358,6 @@ def _with_own_delay(found: Found, transition: Transition) -> Found:
         return found
     due = transition.delay if found.due_in is None else min(found.due_in, transition.delay)
     return Found([], due)
-
-
-def _event(context: dict[str, Any], outcome: Outcome | None = None, error: str | None = None,
-           duration: float | None = None) -> StepEvent:
-    return StepEvent(saga=context["saga"], instance=context["instance"], id=context["id"],
-                     step=context["step"], attempt=context["attempt"],
-                     runner=context["runner"], outcome=outcome, error=error,
-                     duration=duration)
 
 
 def _last_line(error: str) -> str:

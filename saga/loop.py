@@ -205,6 +205,8 @@ class WorkLoop:
         if woken:
             crew.wakeup.notify(woken)
 
+        claimed_at = time.monotonic()  # for the claim-to-start delay (StepEvent)
+
         def fold() -> Claim | None:
             # Only where one saga is served (else the folded saga would starve the
             # others), and not while claimed rows wait in the buffer or we are fenced.
@@ -215,7 +217,7 @@ class WorkLoop:
                 return None
             return self._claim(spec)
 
-        return self._run_claimed(lane, spec, lent, rows[0], fold)
+        return self._run_claimed(lane, spec, lent, rows[0], fold, claimed_at)
 
     def _run_buffered(self, lane: Lane, lent: Lent) -> bool:
         """Run one row another thread claimed in a batch, if any; False if none."""
@@ -223,7 +225,7 @@ class WorkLoop:
         while (item := lane.next_claimed()) is not None:
             claimed_at, spec, row = item
             if time.monotonic() - claimed_at < crew.heartbeat_timeout / 2:
-                self._run_claimed(lane, spec, lent, row, None)
+                self._run_claimed(lane, spec, lent, row, None, claimed_at)
                 return True
             # Waited too long (every thread busy, or fenced): its lease may have lapsed,
             # and running it might run a step another runner runs too. Hand it back;
@@ -235,7 +237,8 @@ class WorkLoop:
         return False
 
     def _run_claimed(self, lane: Lane, spec: SagaSpec, lent: Lent, row: Claimed,
-                     fold: Callable[[], Claim | None] | None) -> Found | None:
+                     fold: Callable[[], Claim | None] | None,
+                     claimed_at: float | None = None) -> Found | None:
         crew = self.crew
         try:
             if crew.stop.is_set():  # claimed, never started
@@ -243,7 +246,7 @@ class WorkLoop:
                 return None
             execution = Execution(spec, lane.store, lent, row, crew.runner_id, crew.stop,
                                   crew.stats, crew.observers, patience=crew.heartbeat_timeout,
-                                  on_step=self._running, fold=fold)
+                                  on_step=self._running, fold=fold, claimed_at=claimed_at)
             # If the run fails after a folded claim, the rows it claimed are in no
             # registry: release_stale hands them back once STALE_AGE has passed.
             execution.run()

@@ -16,15 +16,25 @@ from typing import Literal, Protocol
 
 logger = logging.getLogger(__name__)
 
-# What became of an attempt: went on to another step, completed, will be retried,
-# failed for good, was cancelled, or the row was lost to another runner.
-Outcome = Literal["continued", "complete", "retry", "error", "cancelled", "lost"]
+# What became of an attempt: went on to another step at once, or later (a delayed
+# continuation, back in the queue), completed, will be retried, failed for good, was
+# cancelled, or the row was lost to another runner.
+Outcome = Literal["continued", "delayed", "complete", "retry", "error", "cancelled", "lost"]
 
 
 @dataclass(frozen=True, slots=True)
 class StepEvent:
-    """One attempt of one step. `outcome`, `error` and `duration` (seconds the step
-    function ran) are None in `step_started`; `error` stays None unless it failed."""
+    """One attempt of one step. `outcome`, `error`, `exception` and `duration` (seconds
+    the step function ran) are None in `step_started`; `error` (the message, or the
+    traceback of a crash) and `exception` (what the step raised, if it raised) stay None
+    unless it failed.
+
+    `claim_delay` is the seconds from the claim of the row to the start of its step (the
+    wait in this process: a batch's buffer, a busy thread); None for the steps that run
+    on at once after it, which `hop` counts (0: the claimed step, 1: the continuation
+    after it, ...). `trace` is the trace context stored with the instance, an opaque
+    text for `saga.telemetry` (None when nothing traced the instance).
+    """
 
     saga: str
     instance: str
@@ -35,6 +45,10 @@ class StepEvent:
     outcome: Outcome | None = None
     error: str | None = None
     duration: float | None = None
+    claim_delay: float | None = None
+    hop: int = 0
+    exception: BaseException | None = None
+    trace: str | None = None
 
 
 class StepObserver(Protocol):

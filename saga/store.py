@@ -35,6 +35,7 @@ class Claimed(NamedTuple):
     input: str | None
     state: str | None
     attempt: int
+    trace: str | None = None  # the trace context (see saga.telemetry.context), 008
 
 
 class Claim(NamedTuple):
@@ -107,32 +108,35 @@ class Store:
 
     def insert(
         self, conn: Conn, name: str, instance: str, step: str,
-        input: str, state: str | None, delay: float,
+        input: str, state: str | None, delay: float, trace: str | None = None,
     ) -> bool:
-        """Create a PENDING instance; False if (name, instance) exists already."""
+        """Create a PENDING instance; False if (name, instance) exists already.
+
+        *trace* is the caller's W3C traceparent, kept for the worker's step spans.
+        """
         row = self._run(conn, "insert_instance", {
             "name": name, "instance": instance, "step": step, "input": input,
-            "state": state, "delay": delay, "channel": self.channel,
+            "state": state, "delay": delay, "channel": self.channel, "trace": trace,
         }).fetchone()
         return row is not None
 
     def call(self, conn: Conn, name: str, instance: str, step: str, input: str,
-             delay: float) -> bool:
+             delay: float, trace: str | None = None) -> bool:
         """Set the next step of a PENDING instance; False if none is PENDING."""
         row = self._run(conn, "call_instance", {
             "name": name, "instance": instance, "step": step, "input": input,
-            "delay": delay, "channel": self.channel,
+            "delay": delay, "channel": self.channel, "trace": trace,
         }).fetchone()
         return row is not None
 
     def insert_many(
         self, conn: Conn, name: str, step: str, instances: Sequence[str],
-        inputs: Sequence[str], state: str | None, delay: float,
+        inputs: Sequence[str], state: str | None, delay: float, trace: str | None = None,
     ) -> set[str]:
         """Create PENDING instances in one statement; return the instance ids created."""
         row = self._run(conn, "insert_many", {
             "name": name, "step": step, "instances": list(instances), "inputs": list(inputs),
-            "state": state, "delay": delay, "channel": self.channel,
+            "state": state, "delay": delay, "channel": self.channel, "trace": trace,
         }).fetchone()
         return set(row[0]) if row else set()
 
@@ -441,15 +445,17 @@ def _fold(queries: Mapping[str, str], outcome: str | None) -> str | None:
 # The pieces of a folded statement (see _fold): row kind 0 is the outcome's status, 1 a
 # claimed row, 2 the seconds until the next due row when nothing was claimed.
 _OUTCOME_CTES = sql.SQL("{},\noutcome(status, notified) AS (SELECT {}),\n")
+# The trace column (008) is the last of a claimed row's: `NULL::text` before the float.
 _OUTCOME = sql.SQL("SELECT 0, status::int, NULL::bigint, NULL::text, NULL::text, "
-                   "NULL::text, NULL::text, NULL::int, NULL::float8 FROM outcome")
+                   "NULL::text, NULL::text, NULL::int, NULL::text, NULL::float8 FROM outcome")
 _NO_OUTCOME = sql.SQL("SELECT 0, NULL::int, NULL::bigint, NULL::text, NULL::text, "
-                      "NULL::text, NULL::text, NULL::int, NULL::float8 WHERE false")
+                      "NULL::text, NULL::text, NULL::int, NULL::text, NULL::float8 WHERE false")
 _FOLDED = sql.SQL(
-    "WITH {ctes}claimed(id, instance_id, step, input, state, attempts) AS (\n{claim})\n"
+    "WITH {ctes}claimed(id, instance_id, step, input, state, attempts, trace) AS (\n{claim})\n"
     "{first}\n"
     "UNION ALL\n"
-    "SELECT 1, NULL, id, instance_id, step, input, state, attempts::int, NULL FROM claimed\n"
+    "SELECT 1, NULL, id, instance_id, step, input, state, attempts::int, trace, NULL\n"
+    "  FROM claimed\n"
     "UNION ALL\n"
-    "SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ({due})\n"
+    "SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ({due})\n"
     " WHERE NOT EXISTS (SELECT 1 FROM claimed)")

@@ -16,10 +16,10 @@
 -- caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, trace_parent)  -- trace: 008
     VALUES (%(name)s, %(instance)s, %(step)s, %(input)s::jsonb, %(state)s::jsonb,
             statement_timestamp() + make_interval(secs => %(delay)s),
-            statement_timestamp(), statement_timestamp())
+            statement_timestamp(), statement_timestamp(), %(trace)s)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING id)
 SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
@@ -33,6 +33,7 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 WITH called AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, attempts = 0, error = NULL, called = true,
+           trace_call = %(trace)s,  -- trace: 008
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0 AND NOT called
     RETURNING id)
@@ -49,10 +50,10 @@ SELECT status, called FROM {schema}.instance
 -- exist; return the ids created, and wake the workers once (if one is idle).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, trace_parent)  -- trace: 008
     SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
            statement_timestamp() + make_interval(secs => %(delay)s),
-           statement_timestamp(), statement_timestamp()
+           statement_timestamp(), statement_timestamp(), %(trace)s
       FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[]) AS item(instance_id, input)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id)
@@ -112,8 +113,12 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 -- the limit a constant, the planner knows how few rows the join brings and finds them
 -- by primary key, even in a plan made while the table was empty (as long as the limit is
 -- small: a plan for a batch made then may scan the table until the next ANALYZE).
+-- `claims` and the last column are the trace context (008), for saga.telemetry.context:
+-- '<start traceparent or -> <claims> [<call traceparent>]', NULL when nothing was traced;
+-- the call's only while its step has not finished (`called`).
 UPDATE {schema}.instance AS i
    SET status = 1, runner_id = %(runner_id)s, attempts = i.attempts + 1,
+       claims = i.claims + 1,
        updated_at = clock_timestamp()
   FROM (SELECT due.id
           FROM unnest(%(steps)s::text[]) AS wanted(step)
@@ -127,7 +132,10 @@ UPDATE {schema}.instance AS i
          ORDER BY due.run_after
          LIMIT %(limit)s) AS claimed
  WHERE i.id = claimed.id
-RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts;
+RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts,
+          CASE WHEN i.trace_parent IS NOT NULL OR (i.called AND i.trace_call IS NOT NULL)
+               THEN concat_ws(' ', coalesce(i.trace_parent, '-'), i.claims,
+                              CASE WHEN i.called THEN i.trace_call END) END;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).

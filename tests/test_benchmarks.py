@@ -26,6 +26,7 @@ from benchmarks import (
     schedules,
     statements,
     table_health,
+    telemetry,
     throughput,
 )
 from benchmarks.__main__ import main as run_suite
@@ -94,6 +95,14 @@ def test_latency(db: Database, tmp_path: Path) -> None:
         assert all(positive(v) for v in r["latencies_ms"])
         assert positive(r["p50_ms"])
         assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+
+
+def test_telemetry(db: Database, tmp_path: Path) -> None:
+    telemetry.run(db, sagas=100, pairs=1, threads=2, results_dir=tmp_path)
+    result = written(tmp_path, "telemetry")
+    assert positive(result["summary"]["off_steps_per_s"])
+    assert positive(result["summary"]["on_steps_per_s"])
+    assert positive(result["summary"]["ratio"])
 
 
 def test_schedules(db: Database, tmp_path: Path) -> None:
