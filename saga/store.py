@@ -35,7 +35,7 @@ class Claimed(NamedTuple):
     input: str | None
     state: str | None
     attempt: int
-    trace: str | None = None  # the trace context (see saga.telemetry.context), 008
+    trace: str | None = None  # the trace context (see saga.telemetry.context), 007
 
 
 class Claim(NamedTuple):
@@ -445,7 +445,7 @@ def _fold(queries: Mapping[str, str], outcome: str | None) -> str | None:
 # The pieces of a folded statement (see _fold): row kind 0 is the outcome's status, 1 a
 # claimed row, 2 the seconds until the next due row when nothing was claimed.
 _OUTCOME_CTES = sql.SQL("{},\noutcome(status, notified) AS (SELECT {}),\n")
-# The trace column (008) is the last of a claimed row's: `NULL::text` before the float.
+# The trace column (007) is the last of a claimed row's: `NULL::text` before the float.
 _OUTCOME = sql.SQL("SELECT 0, status::int, NULL::bigint, NULL::text, NULL::text, "
                    "NULL::text, NULL::text, NULL::int, NULL::text, NULL::float8 FROM outcome")
 _NO_OUTCOME = sql.SQL("SELECT 0, NULL::int, NULL::bigint, NULL::text, NULL::text, "

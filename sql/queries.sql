@@ -16,7 +16,7 @@
 -- caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at, trace_parent)  -- trace: 008
+                                   created_at, updated_at, trace_parent)  -- trace: 007
     VALUES (%(name)s, %(instance)s, %(step)s, %(input)s::jsonb, %(state)s::jsonb,
             statement_timestamp() + make_interval(secs => %(delay)s),
             statement_timestamp(), statement_timestamp(), %(trace)s)
@@ -33,7 +33,7 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 WITH called AS (
     UPDATE {schema}.instance
        SET step = %(step)s, input = %(input)s::jsonb, attempts = 0, error = NULL, called = true,
-           trace_call = %(trace)s,  -- trace: 008
+           trace_call = %(trace)s,  -- trace: 007
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0 AND NOT called
     RETURNING id)
@@ -50,7 +50,7 @@ SELECT status, called FROM {schema}.instance
 -- exist; return the ids created, and wake the workers once (if one is idle).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at, trace_parent)  -- trace: 008
+                                   created_at, updated_at, trace_parent)  -- trace: 007
     SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
            statement_timestamp() + make_interval(secs => %(delay)s),
            statement_timestamp(), statement_timestamp(), %(trace)s
@@ -113,7 +113,7 @@ SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
 -- the limit a constant, the planner knows how few rows the join brings and finds them
 -- by primary key, even in a plan made while the table was empty (as long as the limit is
 -- small: a plan for a batch made then may scan the table until the next ANALYZE).
--- `claims` and the last column are the trace context (008), for saga.telemetry.context:
+-- `claims` and the last column are the trace context (007), for saga.telemetry.context:
 -- '<start traceparent or -> <claims> [<call traceparent>]', NULL when nothing was traced;
 -- the call's only while its step has not finished (`called`).
 UPDATE {schema}.instance AS i

@@ -161,7 +161,7 @@ def test_instance_table_columns_and_unique_key(dsn: str, migrated: str) -> None:
         "error": "text", "created_at": "timestamp with time zone",
         "updated_at": "timestamp with time zone", "cancel_requested": "boolean",
         "called": "boolean",
-        "trace_parent": "text", "trace_call": "text", "claims": "integer",  # 008
+        "trace_parent": "text", "trace_call": "text", "claims": "integer",  # 007
     }
 
 

@@ -1,6 +1,6 @@
 """The trace context stored with an instance, as the claim returns it (no OpenTelemetry).
 
-The claim (`claim_due`) packs migration 008's columns into one text:
+The claim (`claim_due`) packs migration 007's columns into one text:
 `'<start traceparent or -> <claims> [<call traceparent>]'`: the W3C `traceparent` of the
 span that started the instance, how many times the instance has been claimed, and the
 `traceparent` of the `call()` whose step is due (only until that step has finished).

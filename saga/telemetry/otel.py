@@ -1,7 +1,7 @@
 """OpenTelemetry traces and metrics (the `pgsaga[otel]` extra: `opentelemetry-api`).
 
 `instrument()` makes `start()`, `start_many()` and `call()` open a span in the caller
-and store its W3C `traceparent` with the instance (migration 008), and returns the
+and store its W3C `traceparent` with the instance (migration 007), and returns the
 `StepObserver` that gives each step a span in the worker, and counts it::
 
     from saga.telemetry import otel
