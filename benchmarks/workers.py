@@ -40,8 +40,9 @@ class WorkerProcess:
     """`python -m saga.worker` in the background; its output goes to a temporary file."""
 
     def __init__(self, db: Database, schema: str, *, threads: int, target: str = TARGET,
-                 options: Sequence[str] = (), dsn: str | None = None) -> None:
-        env = {**os.environ, apps.SCHEMA_VAR: schema}
+                 options: Sequence[str] = (), dsn: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, apps.SCHEMA_VAR: schema, **(env or {})}
         env.pop("SAGA_DSN", None)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
@@ -91,14 +92,15 @@ class WorkerProcess:
 @contextlib.contextmanager
 def workers(db: Database, schema: str, *, processes: int = 1, threads: int = 8,
             target: str = TARGET, options: Sequence[str] = (),
-            dsn: str | None = None) -> Iterator[list[WorkerProcess]]:
+            dsn: str | None = None,
+            env: dict[str, str] | None = None) -> Iterator[list[WorkerProcess]]:
     """Start *processes* worker processes of *threads* threads (on *dsn*, else the
-    database's own); stop them all on exit."""
+    database's own; with *options* and *env* added); stop them all on exit."""
     started: list[WorkerProcess] = []
     try:
         for _ in range(processes):
             started.append(WorkerProcess(db, schema, threads=threads, target=target,
-                                         options=options, dsn=dsn))
+                                         options=options, dsn=dsn, env=env))
         yield started
     finally:
         for w in started:
@@ -155,7 +157,8 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
               first: tuple[int, int] | None = None, timeout: float = 600.0,
               poll: float = 0.2,
               sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
-              dsn: str | None = None, options: Sequence[str] = ()) -> Run:
+              dsn: str | None = None, options: Sequence[str] = (),
+              env: dict[str, str] | None = None) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
@@ -167,7 +170,7 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
         with workers(db, schema, processes=processes, threads=threads, dsn=dsn,
-                     options=options) as procs:
+                     options=options, env=env) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:

@@ -15,6 +15,7 @@ from .errors import (
     SagaNotFound,
 )
 from .execution import RunStats
+from .observe import StepEvent, StepObserver
 from .records import Instance, Status
 from .steps import Continuation, Step
 
@@ -39,5 +40,7 @@ __all__ = [
     "SagaNotFound",
     "Status",
     "Step",
+    "StepEvent",
+    "StepObserver",
     "__version__",
 ]

@@ -7,33 +7,32 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, NoReturn
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
+from .execution import RunStats
 from .migrate import migrate
 from .pooling import check_pooler, prepares
 from .pools import CONNECT_TIMEOUT, Database
-from .records import Instance, Status
+from .records import MAX_INSTANCE, MAX_NAME, Instance, Status, check_text
+from .runner import Runner
 from .schedules.spec import CATCH_UP_LIMIT, MAX_LATENESS, Schedule, declare
+from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
+from .tracehook import caller_span
 from .waiting import wait_until_done
 
-if TYPE_CHECKING:
-    from .runner import Runner, RunStats
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "MAX_INSTANCE", "MAX_NAME", "Saga",
+           "StepRef", "check_text"]
 
 StepRef = Step | str | StepFunction
 
-MAX_ATTEMPTS: Final = 25
-BACKOFF_BASE: Final = 1.0  # seconds before the first retry (before jitter)
-BACKOFF_MAX: Final = 3600.0  # the cap of the exponential backoff
-MAX_NAME: Final = 128
-MAX_INSTANCE: Final = 512
 START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
 
 
@@ -71,17 +70,9 @@ class Saga:
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must have encode() and decode(), got {codec!r}")
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        if not 0 < backoff_base <= backoff_max:
-            raise ValueError(
-                f"need 0 < backoff_base <= backoff_max, got {backoff_base!r} and {backoff_max!r}"
-            )
+        self.policy = RetryPolicy(max_attempts, float(backoff_base), float(backoff_max))
         self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
-        self.max_attempts = max_attempts
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
         self.steps: dict[str, Step] = {}
         self.schedules: dict[str, Schedule] = {}
         self.store = Store(self.schema)
@@ -100,7 +91,7 @@ class Saga:
 
     def step(self, fn: StepFunction) -> Step:
         """Register *fn* as a step (a decorator). Calling the result returns a continuation."""
-        step = Step(fn, self)
+        step = Step(fn, self.name, self.codec)
         if step.name in self.steps:
             raise ValueError(f"saga {self.name!r} already has a step named {step.name!r}")
         self.steps[step.name] = step
@@ -109,9 +100,9 @@ class Saga:
     def resolve(self, step: StepRef) -> Step:
         """Return the registered `Step` for *step* (a step, its function, or its name)."""
         if isinstance(step, Step):
-            if step.saga is not self:
+            if self.steps.get(step.name) is not step:
                 raise ValueError(
-                    f"step {step.name!r} is registered on saga {step.saga.name!r}, "
+                    f"step {step.name!r} is registered on saga {step.owner!r}, "
                     f"not on {self.name!r}"
                 )
             return step
@@ -130,6 +121,24 @@ class Saga:
             f"{step!r} is not a step of saga {self.name!r}: register it with the saga's "
             "@step decorator"
         )
+
+    @property
+    def max_attempts(self) -> int:
+        return self.policy.max_attempts
+
+    @property
+    def backoff_base(self) -> float:
+        return self.policy.backoff_base
+
+    @property
+    def backoff_max(self) -> float:
+        return self.policy.backoff_max
+
+    def spec(self) -> SagaSpec:
+        """What a worker needs of this saga, frozen now: name, schema, steps, codec,
+        policy, and whether it runs through a pooler."""
+        return SagaSpec(self.name, self.schema, self.steps, self.codec, self.policy,
+                        tuple(self.schedules.values()), pooler=self.pooler)
 
     def schedule(
         self,
@@ -263,9 +272,10 @@ class Saga:
         encoded = target.encode_input(input)
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
-        with self._connection(conn) as c:
+        with caller_span("start", self.name, target.name, instance) as trace, \
+                self._connection(conn) as c:
             if not self.store.insert(c, self.name, instance, target.name, encoded,
-                                     encoded_state, seconds):
+                                     encoded_state, seconds, trace):
                 raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
 
     def start_many(
@@ -300,11 +310,12 @@ class Saga:
         encoded_state = None if state is None else target.encode_state(state)
         seconds = delay_seconds(delay)
         created: set[str] = set()
-        with self._connection(conn, atomic=True) as c:
+        with caller_span("start_many", self.name, target.name, None, len(instances)) as trace, \
+                self._connection(conn, atomic=True) as c:
             for at in range(0, len(instances), START_MANY_CHUNK):
                 created |= self.store.insert_many(
                     c, self.name, target.name, instances[at:at + START_MANY_CHUNK],
-                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds)
+                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds, trace)
         duplicates = []
         for instance in instances:
             if instance in created:
@@ -333,10 +344,16 @@ class Saga:
         target = self.resolve(step)
         encoded = target.encode_input(input)
         seconds = delay_seconds(delay)
-        with self._connection(conn) as c:
-            if self.store.call(c, self.name, instance, target.name, encoded, seconds):
-                return
-            found = self.store.status(c, self.name, instance)
+        with caller_span("call", self.name, target.name, instance) as trace:
+            with self._connection(conn) as c:
+                if self.store.call(c, self.name, instance, target.name, encoded, seconds,
+                                   trace):
+                    return
+                found = self.store.status(c, self.name, instance)
+            self._refuse_call(instance, found)  # raises, inside the span: it records why
+
+    def _refuse_call(self, instance: str, found: tuple[int, bool] | None) -> NoReturn:
+        """Raise the error that explains why `call` changed nothing."""
         if found is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
         status, called = found
@@ -358,15 +375,7 @@ class Saga:
             row = self.store.get(c, self.name, instance)
         if row is None:
             raise SagaNotFound(f"saga {self.name!r} has no instance {instance!r}")
-        (id_, name, instance_id, step, status, input, state, attempts, error,
-         run_after, runner_id, created_at, updated_at, cancel_requested) = row
-        return Instance(
-            id=id_, name=name, instance=instance_id, step=step, status=Status(status),
-            input=self._decode_loosely(step, input, "input"),
-            state=self._decode_loosely(step, state, "state"),
-            attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
-            created_at=created_at, updated_at=updated_at, cancel_requested=cancel_requested,
-        )
+        return Instance.from_row(row, self._decode_loosely)
 
     def get_state(self, instance: str, *, conn: Conn | None = None) -> object:
         """Return the decoded state of *instance*; raise `SagaNotFound` if there is none."""
@@ -454,8 +463,6 @@ class Saga:
         """Run a worker for this saga in this process; block until `stop()` (or, with
         *drain*, until nothing is due). *options* go to `saga.runner.Runner`.
         """
-        from .runner import Runner  # the runner imports this module
-
         runner = Runner([self], workers=workers, **options)
         self._runner = runner
         try:
@@ -474,14 +481,15 @@ class Saga:
 
     # -- values -------------------------------------------------------------------------
 
-    def _decode_loosely(self, step: str, text: str | None, what: str) -> object:
-        """Decode for reading: typed when the step's annotations fit, else plain JSON."""
+    def _decode_loosely(self, step: str, text: str | None, which: int) -> object:
+        """Decode for reading: typed when the step's annotations fit, else plain JSON.
+        *which* is 0 for an input, 1 for a state."""
         if text is None:
             return None
         registered = self.steps.get(step)
         if registered is not None:
             try:
-                return registered.decode_input(text) if what == "input" else (
+                return registered.decode_input(text) if which == 0 else (
                     registered.decode_state(text))
             except ValueError:
                 pass
@@ -501,18 +509,3 @@ def default_schema() -> str:
     except ValueError as e:
         raise ValueError(f"SAGA_SCHEMA: {e}") from None
 
-
-def check_text(what: str, value: object, limit: int) -> str:
-    """Return *value* if it is a usable name or id, else raise naming the argument."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
-    if not value or len(value) > limit or "\x00" in value:
-        raise ValueError(
-            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
-            + ("..." if len(value) > 40 else "")
-        )
-    return value

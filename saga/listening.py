@@ -20,7 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .lane import DEDICATED_DEFAULTS, Wakeup
+from .lane import Wakeup
+from .pools import DEDICATED_DEFAULTS, dedicated
 from .store import Conn
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Listener:
         self._on_deaf = on_deaf
         self._pause = pause
         self._checked = not self_check
-        self._names = {s.name for s in lane.sagas}
+        self._names = {s.name for s in lane.specs}
         self._token = f"pgsaga-self-check:{runner_id}"  # no saga is named so: others ignore it
 
     def __repr__(self) -> str:
@@ -62,7 +63,7 @@ class Listener:
     def connect(self) -> Conn:
         """A dedicated autocommit connection to LISTEN on."""
         if self.dsn is None:
-            return self.lane.connect()
+            return dedicated(self.lane.pool)
         given = conninfo_to_dict(self.dsn)
         defaults: dict[str, Any] = {
             k: v for k, v in DEDICATED_DEFAULTS.items() if k not in given}
@@ -114,7 +115,7 @@ class Listener:
         A connection of its own, not a pooled one: the pool would take it back as just
         used, and skip the check when it next hands it out.
         """
-        with self.lane.connect() as sender:
+        with dedicated(self.lane.pool) as sender:
             sender.execute("SELECT pg_notify(%s, %s)", (self.lane.store.channel, self._token))
         deadline = time.monotonic() + SELF_CHECK_TIMEOUT
         while (left := deadline - time.monotonic()) > 0 and not self._done.is_set():

@@ -9,15 +9,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
-from .store import Conn
-
-if TYPE_CHECKING:
-    from .lane import Lane
+from .pools import dedicated
+from .store import Conn, Store
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +26,23 @@ STALE_AGE: Final = 2.0  # own RUNNING rows no thread works on, older than this, 
 
 
 class Heartbeat:
-    """Keep runner *runner_id* alive in *lane*'s schema, and reap there for the others.
+    """Keep runner *runner_id* alive in *store*'s schema, and reap there for the others.
 
-    One per lane, each on its own thread and connection: a database that hangs must not
-    silence the runner in the others. *held* tells which row ids the runner's threads
-    are working on.
+    One per lane, each on its own thread and connection (to *pool*'s database, outside
+    the pool): a database that hangs must not silence the runner in the others. *serves*
+    maps saga names to their steps, for the runner row; *held* tells which row ids the
+    runner's threads are working on. *pooler*: the pool's DSN leads through a
+    transaction-pooling pooler, so the statement timeout is set per beat (`SET LOCAL`).
     """
 
-    def __init__(self, runner_id: str, lane: Lane, timeout: float, interval: float,
-                 held: Callable[[], list[int]]) -> None:
+    def __init__(self, runner_id: str, store: Store, pool: ConnectionPool[Any],
+                 serves: Mapping[str, Sequence[str]], timeout: float, interval: float,
+                 held: Callable[[], list[int]], *, pooler: bool = False) -> None:
         self.runner_id = runner_id
-        self.lane = lane
+        self.pooler = pooler
+        self.store = store
+        self.pool = pool
+        self.serves = {name: sorted(steps) for name, steps in serves.items()}
         self.timeout = timeout
         self.interval = interval
         self._held = held
@@ -49,7 +54,7 @@ class Heartbeat:
         self._steady_since: float | None = None  # start of the current run of good beats
 
     def __repr__(self) -> str:
-        return f"<Heartbeat {self.runner_id!r} schema={self.lane.store.schema!r}>"
+        return f"<Heartbeat {self.runner_id!r} schema={self.store.schema!r}>"
 
     @property
     def expired(self) -> bool:
@@ -59,8 +64,8 @@ class Heartbeat:
 
     def register(self, conn: Conn) -> None:
         began = time.monotonic()
-        self.lane.store.register_runner(conn, self.runner_id, socket.gethostname(),
-                                        os.getpid(), self.lane.serves, self.timeout)
+        self.store.register_runner(conn, self.runner_id, socket.gethostname(),
+                                   os.getpid(), self.serves, self.timeout)
         self._last = began
 
     def loop(self, done: threading.Event) -> None:
@@ -70,7 +75,10 @@ class Heartbeat:
             while not done.wait(self.interval):
                 try:
                     if conn is None or conn.closed:
-                        conn = self.lane.connect(statement_timeout=self._statement_timeout)
+                        # In pooler mode a session SET would stay on a server connection
+                        # that other clients get next: _bounded_beat sets it per beat.
+                        conn = dedicated(self.pool, statement_timeout=None if self.pooler
+                                         else self._statement_timeout)
                     self._bounded_beat(conn)
                 except Exception as e:  # never die: a silent runner gets reaped
                     self._steady_since = None
@@ -87,7 +95,7 @@ class Heartbeat:
         """`beat` under the statement timeout: the connection's own, or in pooler mode a
         SET LOCAL in one transaction with the beat (a session SET would be left on a
         server connection for other clients, and the next beat may run on another)."""
-        if not self.lane.pooler:
+        if not self.pooler:
             self.beat(conn)
             return
         with conn.transaction():
@@ -104,7 +112,7 @@ class Heartbeat:
         runners that expired less than that many seconds ago. Rows whose runner row is
         gone are always fair game.
         """
-        store, me = self.lane.store, self.runner_id
+        store, me = self.store, self.runner_id
         began = time.monotonic()
         if not store.heartbeat(conn, me, self.timeout):
             # Reaped while alive (a long pause or outage): our rows went back to PENDING,
@@ -117,12 +125,24 @@ class Heartbeat:
             self._steady_since = began
         if reap is None:
             reap = began - self._steady_since >= self.timeout
-        dead, recovered = store.reap(conn, runners=reap, margin=margin)
-        if dead or recovered:
-            logger.warning("reaped %d silent runner(s) %s; %d instance(s) back to PENDING",
-                           len(dead), dead, recovered, extra={"action": "reap", "runner": me})
+        dead, recovered = store.reap_report(conn, runners=reap, margin=margin)
+        if dead:
+            logger.warning("runner(s) %s fell silent for longer than their heartbeat timeout: "
+                           "counted as dead", ", ".join(dead),
+                           extra={"action": "reap", "runner": me})
+        if recovered:
+            logger.warning("%d instance(s) whose runner stopped during a step are PENDING "
+                           "again: %s", len(recovered), _names(recovered),
+                           extra={"action": "reap", "runner": me})
         released = store.release_stale(conn, me, self._held(),
                                        max(STALE_AGE, 2 * self.interval))
         if released:
             logger.warning("%d instance(s) whose outcome was not recorded back to PENDING",
                            released, extra={"action": "release_stale", "runner": me})
+
+
+def _names(instances: Sequence[tuple[str, str]], most: int = 10) -> str:
+    """`saga/instance` of the first *most* instances, and how many more there are."""
+    shown = ", ".join(f"{saga}/{instance}" for saga, instance in instances[:most])
+    more = len(instances) - most
+    return f"{shown} and {more} more" if more > 0 else shown

@@ -23,11 +23,13 @@ def context(record: logging.LogRecord) -> dict[str, object]:
 
 
 class ContextFormatter(logging.Formatter):
-    """Text lines with the instance they are about appended: `... [saga=x instance=y step=z]`."""
+    """Text lines with the instance they are about appended, with the same fields as the
+    JSON format: `... [saga=x instance=y id=7 step=z attempt=1]`."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        about = [f"{key}={getattr(record, key)}" for key in ("saga", "instance", "step")
+        about = [f"{key}={getattr(record, key)}"
+                 for key in ("saga", "instance", "id", "step", "attempt")
                  if hasattr(record, key)]
         return f"{line} [{' '.join(about)}]" if about else line
 

@@ -1,5 +1,10 @@
-"""`Database`: where a saga's connections come from — a pool it opens from a DSN (or
-SAGA_DSN) on first use, or a pool the application passes in and keeps owning."""
+"""Where a saga's connections come from, and the one way saga takes them.
+
+`Database`: a pool the saga opens from a DSN (or SAGA_DSN) on first use, or a pool the
+application passes in and keeps owning. `borrow`/`give_back`/`autocommit`: a pooled
+connection in autocommit mode. `Lent`: the connection a worker thread keeps, replaced
+when it breaks. `dedicated`: a connection outside the pool (heartbeat, LISTEN).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .conninfo import check_connection, check_dsn, describe
@@ -24,6 +31,11 @@ Conn = psycopg.Connection[Any]
 POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
 FRESH: Final = 1.0  # seconds after its last use during which a connection is not checked
 CONNECT_TIMEOUT: Final = 5.0  # seconds an API call waits for a connection, then fails
+# For dedicated connections (heartbeat, LISTEN), unless the DSN says otherwise.
+DEDICATED_DEFAULTS: Final = {
+    "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+    "keepalives_interval": 5, "keepalives_count": 3,
+}
 
 
 class Database:
@@ -226,6 +238,79 @@ def autocommit(pool: ConnectionPool[Any], timeout: float | None = None) -> Itera
         yield conn
     finally:
         give_back(pool, conn)
+
+
+class Lent:
+    """The pooled autocommit connection one thread keeps across many uses.
+
+    `get()` hands out the same connection until it breaks (a restart, a cut), then
+    gives the dead one back (the pool discards it) and borrows a fresh one. Only the
+    thread that owns a `Lent` uses it: no lock.
+    """
+
+    def __init__(self, pool: ConnectionPool[Any], *,
+                 on_borrow: Callable[[Conn], None] | None = None,
+                 on_release: Callable[[Conn], None] | None = None) -> None:
+        self.pool = pool
+        self._conn: Conn | None = None
+        self._on_borrow = on_borrow  # set a new connection up (session settings)
+        self._on_release = on_release  # undo that before the pool gets it back
+
+    def __repr__(self) -> str:
+        return f"<Lent pool={self.pool.name!r} held={self._conn is not None}>"
+
+    @property
+    def broken(self) -> bool:
+        """True if the connection held is unusable (closed or broken)."""
+        return self._conn is not None and (self._conn.closed or self._conn.broken)
+
+    def get(self, timeout: float | None = None) -> Conn:
+        """The connection held, or a new one if there is none or it broke."""
+        if self._conn is not None and not self.broken:
+            return self._conn
+        self.release()
+        conn = borrow(self.pool, timeout)
+        if self._on_borrow is not None:
+            try:
+                self._on_borrow(conn)
+            except BaseException:
+                give_back(self.pool, conn)
+                raise
+        self._conn = conn
+        return conn
+
+    def release(self) -> None:
+        """Give the connection back to the pool, if one is held."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if (self._on_release is not None and not (conn.closed or conn.broken)
+                and conn.info.transaction_status == idle):
+            with contextlib.suppress(psycopg.Error):  # a failure: the pool resets or drops it
+                self._on_release(conn)
+        give_back(self.pool, conn)
+
+
+def dedicated(pool: ConnectionPool[Any], statement_timeout: float | None = None) -> Conn:
+    """A new autocommit connection to *pool*'s database, outside the pool.
+
+    It fails rather than hangs: a connect timeout, TCP keepalives (where the DSN sets
+    none), and optionally a statement timeout (seconds).
+    """
+    conninfo, kwargs = pool.conninfo, pool.kwargs
+    conninfo = conninfo() if callable(conninfo) else conninfo
+    kwargs = (kwargs() if callable(kwargs) else kwargs) or {}
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("autocommit", "row_factory")}
+    given = conninfo_to_dict(conninfo)
+    for key, value in DEDICATED_DEFAULTS.items():
+        if key not in given and key not in kwargs:
+            kwargs[key] = value
+    conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
+    if statement_timeout is not None:
+        conn.execute(sql.SQL("SET statement_timeout = {}").format(
+            sql.Literal(max(1, int(statement_timeout * 1000)))))
+    return conn
 
 
 # When each connection was last given back through `give_back` (see `_check`). Not the

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Final
+
+MAX_NAME: Final = 128  # characters of a saga's name
+MAX_INSTANCE: Final = 512  # characters of an instance id
 
 
 class Status(enum.IntEnum):
@@ -45,7 +50,40 @@ class Instance:
 
     __module__ = "saga"
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any],
+                 decode: Callable[[str, str | None, int], object]) -> Instance:
+        """Build a record from a row of the `get_instance` query (in its column order).
+
+        *decode(step, text, which)* turns the JSON text of the input (which 0) or the
+        state (which 1) into a value.
+        """
+        (id_, name, instance_id, step, status, input, state, attempts, error,
+         run_after, runner_id, created_at, updated_at, cancel_requested) = row
+        return cls(
+            id=id_, name=name, instance=instance_id, step=step, status=Status(status),
+            input=decode(step, input, 0), state=decode(step, state, 1),
+            attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
+            created_at=created_at, updated_at=updated_at, cancel_requested=cancel_requested,
+        )
+
     @property
     def done(self) -> bool:
         """True once the instance is COMPLETE, ERROR or CANCELLED."""
         return self.status.finished
+
+
+def check_text(what: str, value: object, limit: int) -> str:
+    """Return *value* if it is a usable name or id, else raise naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
+    if not value or len(value) > limit or "\x00" in value:
+        raise ValueError(
+            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
+            + ("..." if len(value) > 40 else "")
+        )
+    return value

@@ -1,40 +1,40 @@
-"""`Runner`: one per worker process. Worker threads claim and run due instances; a
-heartbeat thread keeps the runner alive and reaps dead ones; a listener thread turns
-NOTIFY into wake-ups (`saga.listening`), unless the runner only polls.
+"""`Runner`: one per worker process, and its life — threads, signals, stop and grace.
+
+Worker threads each run a `saga.loop.WorkLoop`; per lane (database and schema), a
+heartbeat thread keeps the runner alive and reaps dead ones, and a listener thread
+turns NOTIFY into wake-ups (`saga.listening`), unless the runner only polls.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import psycopg
-from psycopg_pool import PoolClosed, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .conninfo import check_dsn
-from .execution import Execution, RunStats
-from .lane import Lane, Wakeup
+from .execution import RunStats
+from .lane import Lane
 from .listening import Listener
 from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
+from .loop import Crew, WorkLoop
+from .observe import Observers, StepObserver
 from .pooling import POOLER_POLL_INTERVAL
-from .pools import borrow, give_back
 from .schedules.ticker import Ticker
-from .store import Claimed, Conn
+from .spec import SagaSpec
+from .store import Store
 
-if TYPE_CHECKING:
-    from .core import Saga
-
-__all__ = ["RunStats", "Runner"]
+__all__ = ["RunStats", "Runner", "Servable"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,39 +42,50 @@ POLL_INTERVAL: Final = 2.0  # idle workers look for due rows at least this often
 # (POOLER_POLL_INTERVAL when a saga's workers get no NOTIFY: pooler mode, or no LISTEN)
 GRACE: Final = 30.0  # how long a stop waits for in-flight steps
 CLAIM_BATCH: Final = 1  # rows one claim takes
-IDLE_RECHECK: Final = 0.5  # idle wait when a due row is locked by another transaction
-LANE_TIMEOUT: Final = 5.0  # how long a worker waits for a pooled connection to one database
+
+
+class Servable(Protocol):
+    """What a runner needs of a saga (`saga.Saga` is one): its spec and its database."""
+
+    def spec(self) -> SagaSpec: ...
+
+    def database(self) -> str: ...
+
+    def ensure_pool_size(self, size: int) -> ConnectionPool[Any]: ...
 
 
 class Runner:
     """Run the steps of *sagas* on *workers* threads until stopped (or drained).
 
-    *listen* None LISTENs for wake-ups except for sagas in pooler mode; False only polls;
-    True LISTENs even through a pooler (the self-check then warns and falls back to
-    polling). *listen_dsn*, a direct connection to the same database, is used for LISTEN
-    only, so that workers behind a pooler still wake within milliseconds.
+    *observers* are told about each step (see `saga.observe`). *listen* None LISTENs
+    for wake-ups except for sagas in pooler mode; False only polls; True LISTENs even
+    through a pooler (the self-check then warns and falls back to polling).
+    *listen_dsn*, a direct connection to the same database, is used for LISTEN only, so
+    that workers behind a pooler still wake within milliseconds.
     """
 
     def __init__(
         self,
-        sagas: Sequence[Saga],
+        sagas: Sequence[Servable],
         *,
         workers: int = 8,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         poll_interval: float | None = None,
         grace: float = GRACE,
         claim_batch: int = CLAIM_BATCH,
+        observers: Sequence[StepObserver] = (),
         listen: bool | None = None,
         listen_dsn: str | None = None,
     ) -> None:
         if not sagas:
             raise ValueError("a runner needs at least one saga")
-        names = [f"{s.schema}.{s.name}" for s in sagas]
+        specs = [s.spec() for s in sagas]
+        names = [f"{s.schema}.{s.name}" for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"saga names must be unique per schema in one runner, got {names}")
-        for s in sagas:
-            if not s.steps:
-                raise ValueError(f"saga {s.name!r} has no steps")
+        for spec in specs:
+            if not spec.steps:
+                raise ValueError(f"saga {spec.name!r} has no steps")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if not heartbeat_timeout > 0:
@@ -87,7 +98,7 @@ class Runner:
             check_dsn(listen_dsn, "listen_dsn")
         self.listen, self.listen_dsn = listen, listen_dsn
         if poll_interval is None:
-            deaf = any(not self._listens(s) for s in sagas)
+            deaf = any(not self._listens(s) for s in specs)
             poll_interval = POOLER_POLL_INTERVAL if deaf else POLL_INTERVAL
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
@@ -103,21 +114,19 @@ class Runner:
         self.poll_interval = float(poll_interval)
         self.grace = float(grace)
         self.claim_batch = claim_batch
-        self.stats = RunStats()
-        self._stop = threading.Event()  # stop claiming
+        self._specs = specs
+        self._crew = Crew(self.id, [], workers, self.poll_interval, self.heartbeat_timeout,
+                          self.heartbeat_interval, claim_batch,
+                          observers=Observers(observers))
+        self.stats = self._crew.stats
+        self._stop = self._crew.stop
         self._abort = threading.Event()  # a second signal: stop waiting for anything
         # Signals received and not yet acted on. The handler only appends here: it runs
         # in the main thread between two bytecodes, maybe while that thread holds the
         # lock inside an Event or a Condition, so taking any lock there can deadlock.
         self._signalled: list[int] = []
         self._done = threading.Event()  # heartbeat and listener end
-        self._wakeup = Wakeup(workers)
-        self._lanes: list[Lane] = []
-        # Row ids the worker threads hold, in every lane: `release_stale` must spare them.
-        # One set for the whole runner, since two lanes can share a table (two pools onto
-        # one schema); ids of different tables only ever make it spare a row too many.
-        self._in_flight: set[int] = set()
-        self._in_flight_lock = threading.Lock()
+        self._tickers: list[Ticker] = []  # one per lane (saga.schedules)
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -128,6 +137,10 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def _lanes(self) -> list[Lane]:
+        return self._crew.lanes
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def run(self, *, drain: bool = False) -> RunStats:
@@ -137,7 +150,7 @@ class Runner:
         old ones restored): the first signal stops gracefully, a second at once.
         """
         with self._signals():
-            self._lanes = self._make_lanes()
+            self._crew.lanes[:] = self._make_lanes()
             for lane in self._lanes:
                 with lane.store.tables_required(), lane.pool.connection() as conn:
                     with conn.transaction():
@@ -150,43 +163,51 @@ class Runner:
                             lane.heartbeat.beat(conn, reap=True, margin=self.heartbeat_timeout)
             # Schedules (saga.schedules): a ticker per lane; a drain makes the due ticks
             # once, before its workers look for due rows.
-            tickers = [Ticker(lane.pool, lane.store.schema,
-                              {s.name: list(s.schedules.values()) for s in lane.sagas})
-                       for lane in self._lanes]
+            self._tickers = [Ticker(lane.pool, lane.store.schema,
+                                    {s.name: list(s.schedules) for s in lane.specs})
+                             for lane in self._lanes]
             if drain:
-                for lane, ticker in zip(self._lanes, tickers, strict=True):
+                for lane, ticker in zip(self._lanes, self._tickers, strict=True):
                     with lane.store.tables_required():
                         ticker.run_once()
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
-                        ", ".join(s.name for s in self.sagas), " (drain)" if drain else "",
+                        ", ".join(s.name for s in self._specs), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner": self.id})
             started = time.monotonic()
-            service = [self._thread(f"saga-heartbeat-{i}", lane.heartbeat.loop, self._done)
-                       for i, lane in enumerate(self._lanes)]
-            if not drain:
-                service += [self._thread(f"saga-listener-{i}", self._listener(lane).loop)
-                            for i, lane in enumerate(self._lanes)
-                            if self._listens(lane.sagas[0])]
-                service += [self._thread(f"saga-schedules-{i}", ticker.loop, self._stop)
-                            for i, ticker in enumerate(tickers)]  # schedules
-            workers = [self._thread(f"saga-worker-{i}", self._work_loop, drain)
+            service = self._start_services(drain)
+            workers = [self._thread(f"saga-worker-{i}", WorkLoop(self._crew, drain=drain).run)
                        for i in range(self.workers)]
             try:
                 while any(t.is_alive() for t in workers) and not self._stop.is_set():
                     self._stop.wait(0.2)
                     self._take_signals()
             finally:
-                self._stop.set()
-                self._wakeup.notify(self.workers)
+                self._crew.halt()
                 self._shut_down(workers, service)
             logger.info("runner %s stopped after %.1fs: %s", self.id, time.monotonic() - started,
                         self.stats.summary(), extra={"action": "runner_stop", "runner": self.id})
         return self.stats
 
+    def _start_services(self, drain: bool) -> list[threading.Thread]:
+        """Start the service threads of each lane: they run until `_done`, which is set
+        after the worker threads have finished (or the grace period ran out).
+
+        The heartbeat beats through the drain of in-flight steps on purpose: a runner
+        that fell silent while finishing would have its rows taken and run twice.
+        """
+        service = [self._thread(f"saga-heartbeat-{i}", lane.heartbeat.loop, self._done)
+                   for i, lane in enumerate(self._lanes)]
+        if not drain:
+            service += [self._thread(f"saga-listener-{i}", self._listener(lane).loop)
+                        for i, lane in enumerate(self._lanes)
+                        if self._listens(lane.specs[0])]
+            service += [self._thread(f"saga-schedules-{i}", ticker.loop, self._stop)
+                        for i, ticker in enumerate(self._tickers)]  # schedules
+        return service
+
     def stop(self) -> None:
         """Stop claiming; `run()` then lets in-flight steps finish and returns. Idempotent."""
-        self._stop.set()
-        self._wakeup.notify(self.workers)
+        self._crew.halt()
 
     def _shut_down(self, workers: list[threading.Thread], service: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.grace
@@ -204,11 +225,14 @@ class Runner:
                            extra={"action": "abort", "runner": self.id})
             return
         self._release_buffered()
-        stragglers = [t.name for t in workers if t.is_alive()]
-        if stragglers:
-            logger.warning("%d step(s) still running after the %.0fs grace period: %s",
-                           len(stragglers), self.grace, ", ".join(stragglers),
-                           extra={"action": "grace_expired", "runner": self.id})
+        if any(t.is_alive() for t in workers):
+            running = self._crew.in_flight.started()
+            logger.warning(
+                "%d step(s) still running after the %.0fs grace period, left to finish or "
+                "be recovered by another runner: %s", len(running), self.grace,
+                ", ".join(f"{r.saga}/{r.instance} in step {r.step}" for r in running)
+                or "none (the threads are writing outcomes)",
+                extra={"action": "grace_expired", "runner": self.id})
         self._done.set()
         for t in service:
             t.join(5.0)
@@ -235,7 +259,7 @@ class Runner:
                 logger.warning("could not hand back %d claimed row(s): %s", len(ids), e,
                                extra={"action": "release_failed", "runner": self.id})
             finally:
-                self._let_go(ids)
+                self._crew.in_flight.let_go(ids)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -272,207 +296,48 @@ class Runner:
 
     def _make_lanes(self) -> list[Lane]:
         """Group the sagas by database and schema; size each pool for the workers."""
-        lanes: dict[tuple[str, str], Lane] = {}
-        for s in self.sagas:
-            key = (s.database(), s.schema)
-            if key in lanes:
-                lanes[key].sagas.append(s)  # served through the first saga's pool
+        groups: dict[tuple[str, str], tuple[ConnectionPool[Any], list[SagaSpec]]] = {}
+        for saga, spec in zip(self.sagas, self._specs, strict=True):
+            key = (saga.database(), spec.schema)
+            if key in groups:
+                groups[key][1].append(spec)  # served through the first saga's pool
                 continue
             # A worker thread holds one connection, and a `conn` step's set_state briefly
             # takes another; two spare ones keep that from waiting long.
-            lane = Lane(s.ensure_pool_size(self.workers + 2), s.store, [s], pooler=s.pooler)
-            lane.heartbeat = Heartbeat(self.id, lane, self.heartbeat_timeout,
-                                       self.heartbeat_interval, self._held)
-            lanes[key] = lane
-        return list(lanes.values())
+            groups[key] = (saga.ensure_pool_size(self.workers + 2), [spec])
+        lanes = []
+        for (_, schema), (pool, specs) in groups.items():
+            store = Store(schema)
+            # The lane's connections come from its first saga's pool: its mode is theirs.
+            pooler = specs[0].pooler
+            heartbeat = Heartbeat(self.id, store, pool, {s.name: list(s.steps) for s in specs},
+                                  self.heartbeat_timeout, self.heartbeat_interval,
+                                  self._crew.in_flight.ids, pooler=pooler)
+            lanes.append(Lane(pool, store, specs, heartbeat, pooler=pooler))
+        return lanes
 
-    def _retry_pause(self, failures: int) -> float:
-        """Exponential, jittered, capped at the poll interval: how long to wait after errors."""
-        return min(self.poll_interval, 0.1 * 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-
-    def _thread(self, name: str, target: Any, *args: object) -> threading.Thread:
+    def _thread(self, name: str, target: Callable[..., object],
+                *args: object) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
         t.start()
         return t
 
-    # -- worker threads -----------------------------------------------------------------
-
-    def _work_loop(self, drain: bool) -> None:
-        held: dict[int, Conn] = {}  # this thread's connection to each lane, by id(lane)
-        try:
-            self._work(drain, held)
-        finally:
-            for lane in self._lanes:
-                if id(lane) in held:
-                    give_back(lane.pool, held.pop(id(lane)))
-
-    def _work(self, drain: bool, held: dict[int, Conn]) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                ran, idle_for, looked_everywhere = self._cycle(held)
-                failures = 0
-            except PoolClosed:
-                logger.error("the saga's pool was closed under the runner: stopping",
-                             extra={"action": "pool_closed", "runner": self.id})
-                self.stop()
-                return
-            except (psycopg.OperationalError, PoolTimeout) as e:
-                failures += 1
-                pause = self._retry_pause(failures)
-                logger.warning("database unavailable, retrying in %.1fs: %s", pause, e,
-                               extra={"action": "db_error", "runner": self.id})
-                self._stop.wait(pause)
-                for lane in self._lanes:  # after a restart, drop the pool's dead connections
-                    lane.pool.check()
-                continue
-            except Exception:  # log and go on: a worker loop never dies
-                logger.exception("worker loop failed", extra={"action": "work_loop_error"})
-                self._stop.wait(self.poll_interval)
-                continue
-            if ran:
-                continue
-            if drain and looked_everywhere:
-                return
-            if idle_for >= self.poll_interval:
-                # Nothing due is known: jitter the poll, so that idle threads (woken
-                # together at start) drift apart and a poll-only worker looks every
-                # interval / threads or so, not all threads at once every interval.
-                idle_for *= random.uniform(0.5, 1.0)
-            self._wakeup.wait(idle_for)
-
-    def _cycle(self, held: dict[int, Conn]) -> tuple[bool, float, bool]:
-        """Claim and run what is due for each saga.
-
-        Return whether anything ran, how long to idle, and whether every database was
-        looked at (a drain may only end when it was, and nothing was due).
-        """
-        ran, looked_everywhere = False, True
-        idle_for = self.poll_interval
-        failure: Exception | None = None
-        for lane in self._lanes:
-            if lane.heartbeat.expired:  # fenced: what we claimed would be taken back
-                looked_everywhere, idle_for = False, min(idle_for, self.heartbeat_interval)
-                continue
-            if time.monotonic() < lane.retry_at:
-                looked_everywhere = False
-                idle_for = min(idle_for, max(0.0, lane.retry_at - time.monotonic()))
-                continue
-            try:
-                lane_ran, lane_idle = self._lane_cycle(lane, held)
-            except PoolClosed:
-                raise
-            except (psycopg.OperationalError, PoolTimeout) as e:
-                # One database down must not stall the others: skip it for a while.
-                lane.failures += 1
-                lane.retry_at = time.monotonic() + self._retry_pause(lane.failures)
-                failure, looked_everywhere = e, False
-                continue
-            lane.failures = 0
-            ran, idle_for = ran or lane_ran, min(idle_for, lane_idle)
-        if failure is not None and not ran:
-            raise failure
-        return ran, idle_for, looked_everywhere
-
-    def _lane_cycle(self, lane: Lane, held: dict[int, Conn]) -> tuple[bool, float]:
-        ran = False
-        idle_for = self.poll_interval
-        conn = self._connection(lane, held)
-        if self._run_buffered(lane, conn):
-            return True, idle_for
-        for saga in lane.sagas:
-            if self._stop.is_set():
-                return ran, 0.0
-            steps = list(saga.steps)
-            # The claim commits on its own (autocommit); the rows are in flight a moment
-            # later. release_stale spares rows claimed in the last STALE_AGE seconds, so
-            # it never hands back a row between the two. If the claim fails after its
-            # commit landed, release_stale returns the rows once that age has passed.
-            rows = lane.store.claim(conn, self.id, saga.name, steps, self.claim_batch)
-            self._hold(r.id for r in rows)
-            if rows:
-                logger.debug("claimed %d instance(s) of %s", len(rows), saga.name,
-                             extra={"action": "claim", "runner": self.id})
-                # The rest of a batch is for whichever thread is free first (this one
-                # too, once done); a full batch means there may be more: wake one more.
-                lane.buffer(saga, rows[1:])
-                woken = len(rows) - 1 + (len(rows) == self.claim_batch)
-                if woken:
-                    self._wakeup.notify(woken)
-                self._run_claimed(lane, saga, conn, rows[0])
-                ran = True
-            elif not ran:
-                due_in = lane.store.next_due(conn, saga.name, steps)
-                if due_in is not None:
-                    # Due yet not claimed means locked by someone else (a caller's
-                    # open transaction): look again later, without spinning.
-                    idle_for = min(idle_for, due_in if due_in > 0 else IDLE_RECHECK)
-        return ran, idle_for
-
-    def _run_buffered(self, lane: Lane, conn: Conn) -> bool:
-        """Run one row another thread claimed in a batch, if any; False if none."""
-        while (item := lane.next_claimed()) is not None:
-            claimed_at, saga, row = item
-            if time.monotonic() - claimed_at < self.heartbeat_timeout / 2:
-                self._run_claimed(lane, saga, conn, row)
-                return True
-            # Waited too long (every thread busy, or fenced): its lease may have lapsed,
-            # and running it might run a step another runner runs too. Hand it back;
-            # the lease guard makes that a no-op if it is someone else's by now.
-            try:
-                lane.store.release(conn, self.id, [row.id])
-            finally:
-                self._let_go([row.id])
-        return False
-
-    @staticmethod
-    def _connection(lane: Lane, held: dict[int, Conn]) -> Conn:
-        """The connection this worker thread holds for *lane*; a new one if it broke."""
-        conn = held.get(id(lane))
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None:
-                del held[id(lane)]
-                give_back(lane.pool, conn)
-            conn = held[id(lane)] = borrow(lane.pool, timeout=LANE_TIMEOUT)
-        return conn
-
-    def _hold(self, ids: Iterable[int]) -> None:
-        with self._in_flight_lock:
-            self._in_flight.update(ids)
-
-    def _held(self) -> list[int]:
-        with self._in_flight_lock:
-            return list(self._in_flight)
-
-    def _let_go(self, ids: Iterable[int]) -> None:
-        with self._in_flight_lock:
-            self._in_flight.difference_update(ids)
-
-    def _run_claimed(self, lane: Lane, saga: Saga, conn: Conn, row: Claimed) -> None:
-        try:
-            if self._stop.is_set():
-                lane.store.release(conn, self.id, [row.id])  # claimed, never started
-                return
-            Execution(saga, lane.store, lane.pool, conn, row, self.id, self._stop,
-                      self.stats, patience=self.heartbeat_timeout).run()
-        finally:
-            self._let_go([row.id])
-
     # -- NOTIFY -------------------------------------------------------------------------
 
-    def _listens(self, saga: Saga) -> bool:
-        """Whether the runner LISTENs for *saga*'s wake-ups (see the class docstring)."""
+    def _listens(self, spec: SagaSpec) -> bool:
+        """Whether the runner LISTENs for *spec*'s wake-ups (see the class docstring)."""
         if self.listen is not None:
             return self.listen
-        return self.listen_dsn is not None or not saga.pooler
+        return self.listen_dsn is not None or not spec.pooler
 
     def _listener(self, lane: Lane) -> Listener:
-        return Listener(self.id, lane, self._wakeup, self.workers, self._done,
+        return Listener(self.id, lane, self._crew.wakeup, self.workers, self._done,
                         dsn=self.listen_dsn, on_deaf=self._poll_instead,
-                        pause=self._retry_pause)
+                        pause=self._crew.retry_pause)
 
     def _poll_instead(self) -> float:
         """The listener hears nothing: poll often, not at an interval meant for NOTIFY."""
         self.poll_interval = min(self.poll_interval, POOLER_POLL_INTERVAL)
-        self._wakeup.notify(self.workers)  # sleepers take up the new interval now
+        self._crew.poll_interval = self.poll_interval  # read by every worker thread
+        self._crew.wakeup.notify(self.workers)  # sleepers take up the new interval now
         return self.poll_interval

@@ -6,18 +6,19 @@ import contextlib
 import functools
 import logging
 import math
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from .codecs import Codec
 from .hints import type_hints
 from .signatures import bind
 
 if TYPE_CHECKING:
     import psycopg
-
-    from .core import Saga
 
 StepFunction = Callable[..., object]
 SetState = Callable[[object], None]
@@ -29,36 +30,53 @@ MAX_DELAY: Final = 100 * 365.25 * 24 * 3600  # seconds; far beyond any sane wait
 _SCALARS: Final = (int, float, str, bool)
 
 
+class _Unknown:
+    """The decoded value is not known yet (it was never decoded): decode the text."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+
 @dataclass(frozen=True, slots=True)
 class Continuation:
     """What a step returns to say "run *step* next": input and state already encoded.
 
-    `state` is None to keep the instance's current state; `delay` is in seconds.
+    `state` is None to keep the instance's current state; `delay` is in seconds. The
+    values as the next step will read them are kept when checking the encoding produced
+    them, so a continuation that runs on at once is not decoded a second time.
     """
 
     step: Step
     input: str
     state: str | None
     delay: float
+    input_value: object = field(default=UNKNOWN, compare=False, repr=False)
+    state_value: object = field(default=UNKNOWN, compare=False, repr=False)
 
 
 class Step:
     """A registered step. Calling it does not run it: it returns a `Continuation`.
 
-    The plain function stays reachable as `.fn`, e.g. to unit-test it.
+    The plain function stays reachable as `.fn`, e.g. to unit-test it. *owner* is the
+    name of the saga it is registered on (for messages); *codec* encodes its values.
     """
 
-    def __init__(self, fn: StepFunction, saga: Saga) -> None:
+    def __init__(self, fn: StepFunction, owner: str, codec: Codec) -> None:
         if not callable(fn):
             raise TypeError(f"@step needs a function, got {fn!r}")
         self.fn = fn
-        self.saga = saga
+        self.owner = owner
+        self.codec = codec
         self.name: str = getattr(fn, "__name__", "")
         if not self.name or self.name == "<lambda>":
             raise ValueError(f"a step needs a function with a name, got {fn!r}")
         self.binding = bind(fn, self.name)  # who gets input, state, ...: by name, else place
         self.parameters, self.wants_conn = self.binding.slots, self.binding.wants_conn
         self._hints: tuple[Any, Any] | None = None
+        self._result: tuple[Any] | None = None  # the return annotation, continuations left out
         with contextlib.suppress(NameError):  # a name defined later: resolved on first use
             self.hints()
         functools.update_wrapper(self, fn)
@@ -71,33 +89,40 @@ class Step:
         `state=None` keeps the current state. Raise `TypeError` if a value cannot be
         encoded or does not fit this step's annotations, `ValueError` for a bad delay.
         """
-        return Continuation(
-            step=self,
-            input=self.encode_input(input),
-            state=None if state is None else self.encode_state(state),
-            delay=delay_seconds(delay),
-        )
+        seconds = delay_seconds(delay)
+        input_text, input_value = self.encoded(input, 0)
+        state_text, state_value = (None, UNKNOWN) if state is None else self.encoded(state, 1)
+        return Continuation(step=self, input=input_text, state=state_text, delay=seconds,
+                            input_value=input_value, state_value=state_value)
 
     def encode_input(self, value: object) -> str:
         """Encode an input for this step, checking now that the step will be able to read it.
 
         Raise `TypeError` if it cannot be encoded or does not fit the annotation.
         """
-        return self._encode(value, 0, "input")
+        return self.encoded(value, 0)[0]
 
     def encode_state(self, value: object) -> str:
         """Encode a state for this step, checked like `encode_input`."""
-        return self._encode(value, 1, "state")
+        return self.encoded(value, 1)[0]
 
-    def _encode(self, value: object, which: int, what: str) -> str:
-        text = self.saga.codec.encode(value)
+    def encoded(self, value: object, which: int) -> tuple[str, object]:
+        """Encode *value* for parameter *which* (0 input, 1 state), checked against its
+        annotation; return the text and the value the step would decode from it (or
+        `UNKNOWN` where no decode was needed to know that it fits).
+
+        The one way saga encodes a value: `start`, `call`, continuations, `set_state`
+        and a last step's final state all come through here.
+        """
+        text = self.codec.encode(value)
         if self._fits_as_is(value, which):
-            return text
+            return text, value if self.hints()[which] in _SCALARS else UNKNOWN
         try:
-            self._typed(text, which)  # decode it as the step will: the surest check
+            decoded = self._typed(text, which)  # decode it as the step will: the surest check
         except ValueError as e:
+            what = "input" if which == 0 else "state"
             raise TypeError(f"{what} does not fit step {self.name!r}: {e}") from None
-        return text
+        return text, decoded
 
     def _fits_as_is(self, value: object, which: int) -> bool:
         """True when *value* is sure to decode for parameter *which* without trying:
@@ -110,6 +135,34 @@ class Step:
         if hint is None or hint is Any or hint is object:
             return True
         return hint in _SCALARS and type(value) is hint
+
+    def encode_result(self, value: object) -> str:
+        """Encode a last step's final value, checked against the step's return annotation
+        (without the continuations it names) as inputs and states are against theirs.
+
+        Raise `TypeError` if it cannot be encoded or does not fit.
+        """
+        text = self.codec.encode(value)
+        hint = self._result_hint()
+        if hint is None or (hint in _SCALARS and type(value) is hint):
+            return text
+        try:
+            self.codec.decode(text, hint)
+        except Exception as e:  # a codec may fail in many ways: all mean "does not fit"
+            raise TypeError(f"final state does not fit the return annotation of step "
+                            f"{self.name!r}: {e}") from None
+        return text
+
+    def _result_hint(self) -> Any:
+        """The return annotation with continuation types left out; None if nothing is left
+        to check (absent, Any, object, None, or only continuations)."""
+        if self._result is None:
+            try:
+                hint = type_hints(self.fn).get("return")
+            except NameError:
+                hint = None  # unresolvable: the step's tests will say so; we do not guess
+            self._result = (_without_continuations(hint),)
+        return self._result[0]
 
     def hints(self) -> tuple[Any, Any]:
         """The annotations of the input and state parameters (None where absent).
@@ -150,7 +203,7 @@ class Step:
         except NameError as e:
             raise ValueError(f"cannot resolve the annotations of step {self.name!r}: {e}") from e
         try:
-            return self.saga.codec.decode(text, hint)
+            return self.codec.decode(text, hint)
         except Exception as e:  # a codec may fail in many ways (pickle): all mean "bad value"
             raise ValueError(str(e)) from e
 
@@ -166,7 +219,24 @@ class Step:
         return self.binding.call(self.fn, (input, state, set_state, logger), conn)
 
     def __repr__(self) -> str:
-        return f"<Step {self.saga.name!r}.{self.name}>"
+        return f"<Step {self.owner!r}.{self.name}>"
+
+
+def _without_continuations(hint: Any) -> Any:
+    """*hint* without `Continuation`/`Step` members; None when nothing checkable is left."""
+    def is_continuation(t: Any) -> bool:
+        return isinstance(t, type) and issubclass(t, Continuation | Step)
+
+    if hint is None or hint is Any or hint is object or hint is type(None):
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kept = [t for t in typing.get_args(hint) if not is_continuation(t)]
+        if not kept or all(t is type(None) for t in kept):
+            return None
+        if len(kept) == len(typing.get_args(hint)):
+            return hint
+        return functools.reduce(lambda a, b: a | b, kept)
+    return None if is_continuation(hint) else hint
 
 
 def delay_seconds(delay: Delay | None) -> float:

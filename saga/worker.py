@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from .admin.arguments import ERROR_PREFIX, Parser, log_level, schema_name
@@ -21,6 +21,7 @@ from .core import Saga
 from .errors import SagaException
 from .liveness import HEARTBEAT_TIMEOUT
 from .logs import ContextFormatter, JsonFormatter
+from .observe import StepObserver
 from .pooling import POOLER_POLL_INTERVAL
 from .runner import CLAIM_BATCH, GRACE, POLL_INTERVAL, Runner
 
@@ -31,24 +32,30 @@ class StartupError(Exception):
     """A worker cannot start: the message says what is wrong, in one line."""
 
 
+def load_object(target: str, example: str = "app.sagas:saga") -> object:
+    """Import `module:attribute` and return the attribute (`StartupError` if it fails)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise StartupError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. {example}")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise StartupError(f"{target!r}: cannot import module {module_name!r}: {e}") from e
+    except Exception as e:
+        raise StartupError(f"{target!r}: importing {module_name!r} failed: "
+                           f"{type(e).__name__}: {e}") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_sagas(targets: Sequence[str]) -> list[Saga]:
     """Import each `module:attribute` and return the sagas it names (a Saga or a list)."""
     found: list[Saga] = []
     for target in targets:
-        module_name, sep, attr = target.partition(":")
-        if not sep or not module_name or not attr:
-            raise StartupError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. app.sagas:saga")
-        try:
-            obj: object = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            raise StartupError(f"{target!r}: cannot import module {module_name!r}: {e}") from e
-        except Exception as e:
-            raise StartupError(f"{target!r}: importing {module_name!r} failed: "
-                               f"{type(e).__name__}: {e}") from e
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
+        obj = load_object(target)
         items = list(obj) if isinstance(obj, list | tuple) else [obj]
         for item in items:
             if not isinstance(item, Saga):
@@ -95,6 +102,17 @@ def build_parser(prog: str = "python -m saga.worker") -> argparse.ArgumentParser
                         help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
     parser.add_argument("--claim-batch", type=int, default=CLAIM_BATCH,
                         help=f"due rows a worker thread claims at once (default {CLAIM_BATCH})")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://BIND:PORT/metrics "
+                        "(needs pgsaga[prometheus])")
+    parser.add_argument("--metrics-bind", default="127.0.0.1", metavar="BIND",
+                        help="address the metrics endpoint listens on (default 127.0.0.1)")
+    parser.add_argument("--observer", action="append", default=[], metavar="MODULE:ATTRIBUTE",
+                        help="a StepObserver told of every step (repeatable), e.g. "
+                        "app.audit:observer")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry spans and metrics for every step, through the "
+                        "global providers (needs pgsaga[otel] and an SDK set up)")
     return parser
 
 
@@ -102,6 +120,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m saga.worker"
                ) -> argparse.Namespace:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be in 0..65535, got {args.metrics_port}")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.claim_batch < 1:
@@ -137,25 +157,57 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m saga.worker")
         print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
         return EXIT_FAILED
     _warn_about_schemas(sagas, args.schema)
+    closers: list[Callable[[], None]] = []
     try:
         _connect(sagas, args.dsn, pooler=args.pooler)
         if args.listen_dsn:
             check_connection(args.listen_dsn)
+        observers = _telemetry(args, sagas, closers)
         runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
                         poll_interval=args.poll_interval, grace=args.grace,
-                        claim_batch=args.claim_batch, listen=args.listen,
-                        listen_dsn=args.listen_dsn)
+                        claim_batch=args.claim_batch, observers=observers,
+                        listen=args.listen, listen_dsn=args.listen_dsn)
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
-    except (StartupError, SagaException, ValueError, ConnectionError) as e:
+    except (StartupError, SagaException, ValueError, ConnectionError, OSError) as e:
         print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        for close in closers:
+            close()
         for s in sagas:
             s.close()
     if args.drain:
         print(f"drained: {stats.summary()} in {time.monotonic() - started:.1f}s", flush=True)
     return EXIT_FAILED if runner.aborted else EXIT_OK
+
+
+def _telemetry(args: argparse.Namespace, sagas: list[Saga],
+               closers: list[Callable[[], None]]) -> list[StepObserver]:
+    """The observers that `--otel` and `--metrics-port` ask for (their extras imported
+    only then); what must be closed at exit goes to *closers*."""
+    observers: list[StepObserver] = []
+    for target in args.observer:
+        observer = load_object(target, "app.audit:observer")
+        if not callable(getattr(observer, "step_started", None)) or not callable(
+                getattr(observer, "step_finished", None)):
+            raise StartupError(f"{target!r} is a {type(observer).__name__}, not a "
+                               "StepObserver (step_started and step_finished)")
+        observers.append(observer)  # type: ignore[arg-type]  # checked just above
+    try:
+        if args.otel:
+            from .telemetry import otel
+            traced = otel.instrument(sagas=sagas)
+            observers.append(traced)
+            closers.extend((otel.uninstrument, traced.close))
+        if args.metrics_port is not None:
+            from .telemetry import metrics
+            exporter = metrics.serve(sagas, args.metrics_port, bind=args.metrics_bind)
+            closers.append(exporter.close)
+            observers.append(exporter.observer)
+    except ImportError as e:
+        raise StartupError(str(e)) from e
+    return observers
 
 
 @contextmanager

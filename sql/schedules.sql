@@ -31,6 +31,22 @@ UPDATE {schema}.schedule
    SET retired_at = statement_timestamp(), updated_at = statement_timestamp()
  WHERE saga = %(saga)s AND retired_at IS NULL AND name <> ALL(%(names)s::text[]);
 
+-- name: stored_schedules
+-- The saga's schedules that are not retired: a saga that declares none needs to write
+-- only when this finds some (to retire them), so a role without grants on the table
+-- can run it.
+SELECT name FROM {schema}.schedule
+ WHERE saga = %(saga)s AND retired_at IS NULL
+ ORDER BY name;
+
+-- name: retire_schedules
+-- Retire the saga's schedules outside `names` (what declare_schedules does to them, for
+-- a saga that declares none: an UPDATE alone); return their names.
+UPDATE {schema}.schedule
+   SET retired_at = statement_timestamp(), updated_at = statement_timestamp()
+ WHERE saga = %(saga)s AND retired_at IS NULL AND name <> ALL(%(names)s::text[])
+RETURNING name;
+
 -- name: claim_schedules
 -- Lock up to `limit` of our due schedule rows (next_tick NULL counts as due: it is to be
 -- computed), with the status of each one's last instance (for overlap = skip). SKIP
@@ -111,14 +127,18 @@ UPDATE {schema}.schedule
 RETURNING name;
 
 -- name: list_schedules
--- Every schedule, with its last instance's status and how overdue its next tick is.
+-- Every schedule, with its last instance's status and row id (the dashboard links to
+-- it) and how overdue its next tick is. The last instance is a look-up by the whole
+-- unique key for each row (LATERAL: a nested loop over the index, never a join that
+-- walks the saga's instances).
 SELECT s.saga, s.name, s.step, s.expression, s.tz, s.next_tick, s.last_tick,
-       s.last_instance,
-       (SELECT i.status FROM {schema}.instance AS i
-         WHERE i.name = s.saga AND i.instance_id = s.last_instance) AS last_status,
+       s.last_instance, li.status AS last_status, li.id AS last_id,
        s.paused, s.retired_at, s.ticks, s.skipped, s.last_error, s.max_lateness,
        extract(epoch FROM statement_timestamp() - s.next_tick)::float8 AS overdue
   FROM {schema}.schedule AS s
+  LEFT JOIN LATERAL (SELECT i.id, i.status FROM {schema}.instance AS i
+                      WHERE i.name = s.saga AND i.instance_id = s.last_instance) AS li
+    ON true
  WHERE %(saga)s::text IS NULL OR s.saga = %(saga)s
  ORDER BY s.saga, s.name;
 

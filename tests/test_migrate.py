@@ -39,8 +39,8 @@ def test_migration_files_are_numbered_in_order() -> None:
     found = migrations()
     assert found[0][:2] == (1, FIRST)
     versions = [v for v, _, _ in found]
-    assert versions == sorted(set(versions))  # in order, no duplicate (numbers may skip
-    # while branches that each add one are merged)
+    # No duplicate; a gap is allowed while branches that hold numbers are unmerged.
+    assert versions == sorted(set(versions))
 
 
 def test_init_db_applies_and_records_then_applies_nothing(dsn: str, schema: str, db: Db) -> None:
@@ -196,6 +196,7 @@ def test_instance_table_columns_and_unique_key(dsn: str, migrated: str) -> None:
         "error": "text", "created_at": "timestamp with time zone",
         "updated_at": "timestamp with time zone", "cancel_requested": "boolean",
         "called": "boolean",
+        "trace_parent": "text", "trace_call": "text", "claims": "integer",  # 007
     }
 
 

@@ -19,9 +19,10 @@ from psycopg.conninfo import make_conninfo
 from saga import Saga, Status
 from saga.runner import Runner
 from saga.testing import embedded_cluster, restart_embedded, stop_embedded
-from tests.helpers import wait_until
+from tests.helpers import Db, LiveRun, wait_until
 
 INSTANCES = 300
+LOCKED_FOR = 3.0  # seconds claims wait behind a lock: past the stale-row age (2 s)
 
 
 class Chain:
@@ -80,6 +81,9 @@ class Chain:
     def complete(self) -> int:
         return self.by_status().get(Status.COMPLETE, 0)
 
+    def running(self) -> int:
+        return self.by_status().get(Status.RUNNING, 0)
+
     @staticmethod
     @contextmanager
     def hold(saga: Saga, heartbeat_timeout: float = 2.0) -> Iterator[threading.Thread]:
@@ -106,18 +110,23 @@ class Chain:
 def test_workers_carry_on_when_their_connections_are_cut(dsn: str, schema: str) -> None:
     chain = Chain(dsn, schema)
     chain.start_all()
-    cuts = []
+    cuts, in_flight = [], []
     with psycopg.connect(dsn, autocommit=True) as admin, Chain.hold(chain.saga):
         for target in (INSTANCES // 4, INSTANCES // 2):
-            wait_until(lambda t=target: chain.complete() >= t, timeout=60)
-            # Every backend of this test's saga: workers, heartbeat and listener.
-            cut = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = %s",
-                (schema,)).fetchall()
-            cuts.append(sum(done for (done,) in cut))
+            wait_until(lambda t=target: chain.complete() >= t and chain.running(), timeout=60)
+            # Every backend of this test's saga (workers, heartbeat and listener), and in
+            # the same snapshot, the rows they were running.
+            cut, held = admin.execute(chain.q(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)),"
+                "       (SELECT count(*) FROM {s}.instance WHERE status = 1)"
+                "  FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s"),
+                (schema,)).fetchone() or (0, 0)
+            cuts.append(cut)
+            in_flight.append(held)
         wait_until(lambda: chain.complete() == INSTANCES, timeout=60)
     assert all(n >= 4 for n in cuts), cuts  # the cuts really hit the worker connections
+    assert all(n > 0 for n in in_flight), in_flight  # ... while they were running steps
     chain.check_nothing_lost()
     assert chain.sql("SELECT count(*) FROM {s}.runner") == [(0,)]
 
@@ -165,11 +174,12 @@ def test_a_step_that_outlives_its_connection_is_recorded_not_rerun(
         assert started.wait(10)
         cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                             " WHERE application_name = %s", (schema,)).fetchall()
-        assert cut
+        assert [done for (done,) in cut].count(True) >= 2, cut  # thread and heartbeat
         proceed.set()
         wait_until(lambda: saga.get("x").status is Status.COMPLETE, timeout=20)
     saga.close()
     assert runs == [7]
+    assert "connection lost while recording" in caplog.text  # the cut hit the step's thread
     assert "not recorded" not in caplog.text
 
 
@@ -184,10 +194,47 @@ def test_claims_delayed_by_a_table_lock_are_not_released_as_stale(
             chain.saga.start(str(i), chain.first, i, conn=conn, delay=0.5)
     with psycopg.connect(dsn) as locker, Chain.hold(chain.saga, heartbeat_timeout=1.0):
         locker.execute(chain.q("LOCK TABLE {s}.instance IN SHARE MODE"))
-        time.sleep(3.0)  # the rows fall due, and claims queue behind the lock
+        # The rows fall due, and claims queue behind the lock ...
+        wait_until(lambda: chain.sql(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE NOT l.granted AND l.relation = %s::regclass"
+            "   AND a.query LIKE %s", f"{schema}.instance", "%attempts + 1%"
+        )[0][0] >= 2, timeout=10)
+        # ... for longer than the age at which a runner releases its own stale rows.
+        threading.Event().wait(LOCKED_FOR)
         locker.commit()
         wait_until(lambda: chain.complete() == 12, timeout=30)
     assert all(chain.runs[(str(i), "first")] == 1 for i in range(12)), chain.runs
+
+
+def test_a_claim_delayed_by_a_lock_is_stamped_when_it_got_the_row(
+    dsn: str, saga: Saga, db: Db
+) -> None:
+    """What the runner's stale-row check compares: `updated_at` of a claimed row is when
+    the claim got it, after the lock wait, not when the claim's statement began."""
+    stamped: list[Any] = []
+
+    @saga.step
+    def work(input: int) -> None:
+        stamped.append(db.one("SELECT updated_at FROM {s}.instance WHERE instance_id = 'x'"))
+
+    saga.start("x", work, 1)  # due at once: the first claim finds it, once it has the lock
+    with psycopg.connect(dsn) as locker:
+        locker.execute(db.sql("LOCK TABLE {s}.instance IN SHARE MODE"))
+        live = LiveRun(saga, db, workers=1, poll_interval=0.1)
+        wait_until(lambda: db.one(
+            "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+            " WHERE NOT l.granted AND l.relation = %s::regclass"
+            "   AND a.query LIKE %s", f"{db.schema}.instance", "%attempts + 1%"))
+        released = locker.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        locker.commit()
+    try:
+        wait_until(lambda: saga.get("x").status is Status.COMPLETE)
+    finally:
+        saga.stop()
+    live.join()
+    assert len(stamped) == 1
+    assert stamped[0] > released
 
 
 @pytest.mark.slow
@@ -219,7 +266,14 @@ def test_a_database_that_goes_away_does_not_stall_the_others(
             here.start("before", work, 1)
             wait_until(lambda: here.get("before").status is Status.COMPLETE)
             stop_embedded(there_dsn, "immediate")
-            time.sleep(2.0)  # past the heartbeat timeout, with one database gone
+            here_db = Db(dsn, schema)
+            stopped = here_db.now()
+            try:  # the runner beats on here past the heartbeat timeout, one database gone
+                wait_until(lambda: here_db.one(
+                    "SELECT count(*) FROM {s}.runner WHERE heartbeat_at > %s"
+                    " + interval '1.5 seconds'", stopped), timeout=15)
+            finally:
+                here_db.close()
             for i in range(10):
                 here.start(f"after-{i}", work, i)
             wait_until(lambda: all(here.get(f"after-{i}").status is Status.COMPLETE

@@ -1,5 +1,6 @@
-"""Pooler mode's options without a pooler: argument checks, prepared statements off,
-wait()'s polling pauses, the worker's --pooler/--no-listen/--listen-dsn flags."""
+"""Pooler mode's options without a pooler: argument checks, prepared statements off, no
+session settings on worker threads' connections, wait()'s polling pauses, the worker's
+--pooler/--no-listen/--listen-dsn flags."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from saga import Saga, Status
+from saga.loop import WorkLoop
 from saga.pooling import WAIT_POLL_FIRST, WAIT_POLL_MAX, next_wait_pause, prepares
 from saga.runner import POLL_INTERVAL, Runner
 from saga.worker import parse_args
@@ -64,6 +66,38 @@ def test_use_pooler_reopens_the_saga_s_own_pool(dsn: str, schema: str) -> None:
         assert before.closed
         with s.pool.connection() as conn:
             assert conn.prepare_threshold is None
+
+
+def test_pooler_mode_worker_threads_keep_no_session_settings(dsn: str, schema: str,
+                                                            other_schema: str) -> None:
+    """Through a transaction pooler a session setting would stay on a server connection
+    that other clients get next: a worker thread's connection keeps the server's plan
+    mode in pooler mode (and plans generically otherwise), and its lane is in pooler
+    mode, which makes the heartbeat SET its statement timeout LOCAL."""
+    with Saga("p", dsn, schema=schema, pooler=True) as pooled, \
+            Saga("d", dsn, schema=other_schema) as direct:
+        for s in (pooled, direct):
+            s.init_db()
+
+            @s.step
+            def only(input: int) -> None:
+                pass
+
+        settings: dict[str, str] = {}
+        for s in (pooled, direct):
+            runner = Runner([s], workers=1)
+            runner._crew.lanes[:] = runner._make_lanes()
+            [lane] = runner._crew.lanes
+            assert lane.pooler is s.pooler
+            assert lane.heartbeat.pooler is s.pooler
+            [lent] = WorkLoop(runner._crew)._lent.values()
+            try:
+                row = lent.get().execute("SELECT current_setting('plan_cache_mode')").fetchone()
+            finally:
+                lent.release()
+            assert row is not None
+            settings[s.name] = row[0]
+        assert settings == {"p": "auto", "d": "force_generic_plan"}
 
 
 def test_wait_pauses_back_off_with_jitter_to_a_cap() -> None:

@@ -156,7 +156,7 @@ def test_a_long_step_is_not_released_by_another_sagas_heartbeat(
     # Two sagas on one schema, each with its own pool (the usual Saga(name, dsn)): a step
     # of one that runs long must stay its own, however the other saga's side beats.
     quick, slow = make_saga("quick"), make_saga("slow")
-    runs = []
+    runs, stale_checks = [], []
 
     @quick.step
     def nothing(input: object) -> None: ...
@@ -167,14 +167,16 @@ def test_a_long_step_is_not_released_by_another_sagas_heartbeat(
         if len(runs) == 1:  # look as if the step had run for a minute already
             backdated = db.one("UPDATE {s}.instance SET updated_at = now() - interval '1 min'"
                                " WHERE instance_id = 'i' RETURNING now()")
-            poll(lambda: db.one(  # heartbeats (so, stale-row checks) after that
+            stale_checks.append(poll(lambda: db.one(  # heartbeats (so stale-row checks)
                 "SELECT count(*) FROM {s}.runner "
-                "WHERE heartbeat_at > %s + interval '300 milliseconds'", backdated), 10.0)
+                "WHERE heartbeat_at > %s + interval '300 milliseconds'", backdated), 10.0))
         return "done once"
 
     slow.start("i", long, 1)
     Runner([quick, slow], workers=2, heartbeat_timeout=0.4).run(drain=True)
     assert runs == [1]
+    assert len(stale_checks) == 1
+    assert stale_checks[0], "no heartbeat ran while the step looked stale"
     row = slow.get("i")
     assert (row.status, row.state, row.attempts) == (Status.COMPLETE, "done once", 1)
 

@@ -393,3 +393,13 @@ def test_bulk_batches(store: Saga, db: Db) -> None:
     assert web.bulk(db.conn, "retry", Filters(saga="shop"), batch=4, most=10) == 10
     assert web.bulk(db.conn, "retry", Filters(saga="shop"), batch=4) == 15
     assert db.statuses() == {Status.PENDING: 25}
+
+
+def test_a_task_shaped_input_gets_a_task_section(client: Client, store: Saga, db: Db) -> None:
+    store.start("t", "reserve", {"task": "app.tasks.mail", "args": ["<i>x</i>"],
+                                 "kwargs": {"n": 2}, "run_after": None})
+    store.start("plain", "reserve", {"task": "app.tasks.mail", "args": []})
+    page = client.get(f"/instances/{row_id(db, 't')}").text
+    assert "<code>app.tasks.mail(&quot;&lt;i&gt;x&lt;/i&gt;&quot;, n=2)</code>" in page
+    assert "<dt>queue</dt><dd>reserve</dd>" in page
+    assert "<h2>Task</h2>" not in client.get(f"/instances/{row_id(db, 'plain')}").text

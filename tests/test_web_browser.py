@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,19 @@ def browser() -> Iterator[Any]:
 def seed(make_saga: Any, db: Db) -> Saga:
     """A shop with history: finished, failed, waiting; the step log on; a chart to draw."""
     store = shop(make_saga("shop"))
+    store.schedule("audit", "reserve", every=timedelta(minutes=5),
+                   input={"amount": 0, "note": "audit"})
+    store.schedule("nightly-report", "reserve", cron="0 2 * * *", tz="Europe/Berlin",
+                   input={"amount": 0, "note": "report"})
     steplog.enable(db.conn, db.schema)
     for i in range(12):
         store.start(f"order-{i:03}", "reserve", {"amount": 10 + i, "note": f"order {i}"})
     store.start("order-declined", "reserve", {"amount": 99, "decline": True,
                                               "note": "insufficient funds"})
-    store.run(workers=2, drain=True)
+    store.run(workers=2, drain=True)  # records the schedules
+    db.execute("UPDATE {s}.schedule SET next_tick = next_tick - interval '5 minutes' "
+               "WHERE name = 'audit'")
+    store.run(workers=1, drain=True)  # makes and runs audit's tick
     mail = make_saga("mail")
 
     @mail.step
@@ -162,9 +170,32 @@ def test_a_night_on_call(browser: Any, make_saga: Any, dsn: str, schema: str, db
         assert page.locator("table.timeline tbody tr").count() == 4
         shoot(page, "retried")
 
-        page.get_by_role("link", name="Runners").click()
-        assert page.locator("h1").inner_text() == "Runners"
+        visit_runners_and_schedules(page, db, shoot)
     finally:
         context.close()
         next(server, None)
     assert problems == []
+
+
+def visit_runners_and_schedules(page: Any, db: Db, shoot: Callable[[Any, str], None]) -> None:
+    """Runners; then Schedules: both rows, pause and resume one, follow a tick's link."""
+    page.get_by_role("link", name="Runners").click()
+    assert page.locator("h1").inner_text() == "Runners"
+    page.get_by_role("link", name="Schedules").click()
+    assert page.locator("h1").inner_text() == "Schedules"
+    rows = page.locator("table.schedules tbody tr")
+    assert rows.count() == 2
+    audit = rows.filter(has_text="audit")
+    assert "complete" in audit.locator(".status").inner_text()
+    nightly = rows.filter(has_text="nightly-report")
+    assert "0 2 * * * Europe/Berlin" in nightly.inner_text()
+    shoot(page, "schedules")
+    nightly.get_by_role("button", name="Pause").click()
+    assert "Paused" in page.locator("p.flash").inner_text()
+    assert db.one("SELECT paused FROM {s}.schedule WHERE name = 'nightly-report'")
+    page.locator("table.schedules tbody tr").filter(has_text="nightly-report") \
+        .get_by_role("button", name="Resume").click()
+    assert "Resumed" in page.locator("p.flash").inner_text()
+    audit = page.locator("table.schedules tbody tr").filter(has_text="audit")
+    audit.get_by_role("link", name=re.compile(r"^audit@")).click()
+    assert page.locator("h1").inner_text().startswith("Instance audit@")

@@ -318,11 +318,9 @@ def test_a_killed_worker_s_instance_is_finished_by_another(
     assert f":{a.pid}:" in (running.runner_id or "")
 
     a.kill()  # SIGKILL: no goodbye, its runner row stays
-    killed = time.monotonic()
     b = spawn(CHAIN, "--workers", "2", "--heartbeat-timeout", "2")
 
     wait_until(lambda: chain_saga.get("x").status == Status.COMPLETE, timeout=15, interval=0.1)
-    assert time.monotonic() - killed < 15
     assert chain_saga.get("x").attempts == 2
     assert db.events("x") == [("block_once", "start", a.pid), ("block_once", "start", b.pid),
                               ("block_once", "done", b.pid)]

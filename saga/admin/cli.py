@@ -22,6 +22,7 @@ from .. import __version__
 from ..conninfo import check_connection, describe
 from ..errors import SagaException
 from ..records import Status
+from ..store import missing_tables
 from ..web import server as web_server
 from . import commands, schedules, steering
 from .arguments import (
@@ -319,9 +320,7 @@ def schema_required(schema: str) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.UndefinedTable as e:
-        raise CommandError(
-            f"the saga tables are missing from schema {schema!r} "
-            f"({e.diag.message_primary}): {fix}") from e
+        raise CommandError(missing_tables(schema, str(e.diag.message_primary))) from e
     except psycopg.errors.UndefinedColumn as e:
         raise CommandError(
             f"the saga tables in schema {schema!r} are older than this pgsaga "

@@ -88,6 +88,15 @@ class ScheduleStore:
             "lateness": [s.max_lateness.total_seconds() for s in ordered],
         })
 
+    def stored(self, conn: Conn, saga: str) -> list[str]:
+        """The names of saga *saga*'s schedules that are not retired."""
+        return [name for (name,) in self._run(conn, "stored_schedules", {"saga": saga})]
+
+    def retire(self, conn: Conn, saga: str, keep: Sequence[str] = ()) -> list[str]:
+        """Retire saga *saga*'s schedules not named in *keep*; return their names."""
+        return [name for (name,) in self._run(conn, "retire_schedules",
+                                              {"saga": saga, "names": list(keep)})]
+
     def claim(self, conn: Conn, saga: str, schedules: Sequence[Schedule],
               limit: int) -> list[Due]:
         """Lock up to *limit* due rows of *schedules* (inside the caller's transaction)."""

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from psycopg.errors import InsufficientPrivilege
 from psycopg_pool import ConnectionPool
 
 from ..pools import autocommit
@@ -56,6 +57,7 @@ class Ticker:
         self.poll_interval = float(poll_interval)
         self.batch = batch
         self.made = 0  # instances created by this ticker
+        self._warned = False  # about a role that may not read the schedule table
 
     def __repr__(self) -> str:
         count = sum(len(s) for s in self.declared.values())
@@ -70,10 +72,43 @@ class Ticker:
 
     def declare(self, conn: Conn) -> None:
         """Record the declared schedules (and retire the others of each saga) in one
-        transaction."""
+        transaction.
+
+        A saga that declares no schedule writes nothing unless rows of it are stored
+        (those it retires, and reports); if the role may not even read the table, it
+        is passed over with a warning. So sagas without schedules run under a role
+        that has no grant on `schedule` (a schema upgraded to schedules, say).
+        """
         with conn.transaction():
             for saga, schedules in self.declared.items():
-                self.store.declare(conn, saga, schedules)
+                if schedules:
+                    self.store.declare(conn, saga, schedules)
+                    continue
+                stored = self._stored(conn, saga)
+                if stored:
+                    retired = self.store.retire(conn, saga)
+                    if retired:
+                        logger.warning(
+                            "saga %s declares no schedule any more: retired %s", saga,
+                            ", ".join(retired), extra={"action": "schedule_retired",
+                                                       "saga": saga})
+
+    def _stored(self, conn: Conn, saga: str) -> list[str]:
+        """The live schedules stored for *saga*; none if this role may not read them."""
+        try:
+            # A savepoint: the denied SELECT must not abort the declaring transaction.
+            with conn.transaction():
+                return self.store.stored(conn, saga)
+        except InsufficientPrivilege as e:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "schedules not checked: this role may not read %s.schedule (%s); "
+                    "sagas without schedules run as they are, and a schedule removed from "
+                    "the code is retired by a worker whose role may", self.store.schema,
+                    str(e).strip().splitlines()[0], extra={"action": "schedule_no_grant",
+                                                           "saga": saga})
+            return []
 
     def tick(self, conn: Conn) -> int:
         """Make every tick that is due now; return the instances created."""

@@ -10,7 +10,7 @@ own: `python -m saga web --dsn ... --bind 127.0.0.1:8080`.
 
 from __future__ import annotations
 
-from . import routes  # noqa: F401  (registers the pages and actions)
+from . import routes, schedules  # noqa: F401  (register the pages and actions)
 from .app import Dashboard
 from .request import Access, AccessRule, UserRule, read_only, remote_user
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..admin.output import age, one_line, when
 from ..records import Status
-from . import chart
+from . import chart, tasks
 from .forms import query_string
 from .html import Markup, join, render
 from .queries import Count, Filters, Overview
@@ -27,6 +27,9 @@ DONE: Final = {  # the messages a redirect after an action may ask for, by key
     "cancel": "Cancelled (a RUNNING instance ends at its step boundary).",
     "bulk-retry": "Retried {n} instance(s).",
     "bulk-cancel": "Cancelled {n} instance(s) (RUNNING ones at their step boundary).",
+    "pause": "Paused: the schedule makes no tick until it is resumed.",
+    "resume": "Resumed: the schedule ticks again from now on (the ticks that fell while "
+              "it was paused are not made).",
 }
 
 
@@ -61,7 +64,8 @@ def layout(request: Request, app: Dashboard, title: str, body: Markup, *,
                       label=label, current=Markup(' aria-current="page"')
                       if request.path == path else Markup(""))
                for path, label in (("/", "Overview"), ("/instances", "Instances"),
-                                   ("/runners", "Runners")))
+                                   ("/runners", "Runners"),
+                                   ("/schedules", "Schedules")))
     who = request.access.value + (f" · {request.user}" if request.user else "")
     return render(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -288,10 +292,10 @@ def instance(request: Request, row: dict[str, Any], history: Sequence[dict[str, 
     error = Markup("") if not row["error"] else render(
         '<section><h2>Error</h2><pre class="error">{e}</pre></section>', e=row["error"])
     return render(
-        '<dl class="facts">{facts}</dl><div class="actions">{actions}</div>{error}'
+        '<dl class="facts">{facts}</dl><div class="actions">{actions}</div>{error}{task}'
         "<section><h2>Step timeline</h2>{timeline}</section>"
         "<section><h2>Input</h2>{input}</section><section><h2>State</h2>{state}</section>",
-        facts=facts, actions=join(actions), error=error,
+        facts=facts, actions=join(actions), error=error, task=tasks.section(row),
         timeline=timeline(history, logged=logged),
         input=pretty(row["input"], row["input_length"] or 0, request, "input",
                      full == "input"),

@@ -24,13 +24,15 @@ OPTIONS = ("--workers", str(THREADS), "--heartbeat-timeout", str(HEARTBEAT_TIMEO
 PAUSE = 0.02  # seconds `three` sleeps, so that the run lasts past both cuts
 
 
-def cut(ledger: Ledger, application: str) -> tuple[datetime, int]:
-    """Terminate every backend of *application*; return when, and how many."""
-    at, killed = ledger.rows(
-        "SELECT clock_timestamp(), count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+def cut(ledger: Ledger, application: str) -> tuple[datetime, int, int]:
+    """Terminate every backend of *application*; return when, how many, and how many rows
+    were RUNNING then (in the same snapshot)."""
+    at, killed, running = ledger.rows(
+        "SELECT clock_timestamp(), count(*) FILTER (WHERE pg_terminate_backend(pid)), "
+        "(SELECT count(*) FROM {s}.instance WHERE status = 1) "
         "FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name = %s", application)[0]
-    return at, int(killed)
+    return at, int(killed), int(running)
 
 
 @pytest.mark.slow
@@ -45,13 +47,14 @@ def test_workers_carry_on_when_every_connection_is_cut_twice(
                for _ in range(PROCESSES)]
     cuts = []
     for share in (3, 2):  # at a third, then at half of the sagas complete
-        wait_for(lambda s=share: load.complete() >= SAGAS // s, 120,  # type: ignore[misc]
-                 f"1/{share} of the sagas complete")
+        wait_for(lambda s=share: load.complete() >= SAGAS // s  # type: ignore[misc]
+                 and ledger.count(Status.RUNNING) > 0, 120,
+                 f"1/{share} of the sagas complete, and steps running")
         cuts.append((*cut(ledger, application), load.complete()))
     wait_for(lambda: load.complete() == SAGAS, 120, "every saga complete after the cuts")
     recovery = [seconds(ledger.one("SELECT min(updated_at) FROM {s}.instance "
                                    "WHERE status = 2 AND updated_at > %s", at), at)
-                for at, _, _ in cuts]
+                for at, _, _, _ in cuts]
 
     alive, exits = workers.stop(started)
     outcome = load.outcome()
@@ -61,8 +64,8 @@ def test_workers_carry_on_when_every_connection_is_cut_twice(
         load=f"{load.describe()}, {PROCESSES} worker processes x {THREADS} threads, "
              f"heartbeat timeout {HEARTBEAT_TIMEOUT:g} s",
         injected="2 cuts (`pg_terminate_backend` on every worker backend): "
-                 + ", ".join(f"{n} backends at {done}/{SAGAS} complete"
-                             for _, n, done in cuts),
+                 + ", ".join(f"{n} backends at {done}/{SAGAS} complete, {held} rows RUNNING"
+                             for _, n, held, done in cuts),
         lost=SAGAS - outcome.statuses.get(Status.COMPLETE, 0),
         running=outcome.statuses.get(Status.RUNNING, 0),
         reexecuted=sum(outcome.reexecuted.values()),
@@ -75,7 +78,8 @@ def test_workers_carry_on_when_every_connection_is_cut_twice(
         },
     ), dsn)
 
-    assert all(n >= PROCESSES * (THREADS + 2) for _, n, _ in cuts), cuts  # pools, beats, LISTEN
+    assert all(n >= PROCESSES * (THREADS + 2) for _, n, _, _ in cuts), cuts  # pools, beats, LISTEN
+    assert all(held > 0 for _, _, held, _ in cuts), cuts  # ... while they ran steps
     assert all(alive), "a worker died of the cuts"
     assert exits == [0] * PROCESSES
     load.check(outcome)

@@ -55,6 +55,7 @@ def test_sigterm_under_load_finishes_in_flight_steps_and_exits_0(
              120, "the workers busy with long steps")
 
     in_flight = ledger.count(Status.RUNNING)
+    signalled = ledger.one("SELECT clock_timestamp()")
     began = time.monotonic()
     for w in stopping:
         w.terminate()
@@ -76,6 +77,12 @@ def test_sigterm_under_load_finishes_in_flight_steps_and_exits_0(
         "AND NOT EXISTS (SELECT 1 FROM {s}.executed AS d WHERE d.event = 'done' "
         "AND d.instance = s.instance AND d.pid = s.pid)")
     done_by_then = ledger.count(Status.COMPLETE)
+    # Long steps the stopped workers had begun before the SIGTERM and finished after it.
+    finished_in_grace = ledger.one(
+        "SELECT count(*) FROM {s}.executed AS s JOIN {s}.executed AS d"
+        "  ON d.instance = s.instance AND d.pid = s.pid AND d.event = 'done'"
+        " WHERE s.event = 'start' AND s.at < %s AND d.at > %s AND s.pid = ANY(%s)",
+        signalled, signalled, [w.pid for w in stopping])
 
     finisher = workers.start(APP, *OPTIONS[2:], "--workers", str(2 * THREADS))
     wait_for(lambda: ledger.count(Status.COMPLETE) == SLOW + CHAIN, 120,
@@ -97,11 +104,14 @@ def test_sigterm_under_load_finishes_in_flight_steps_and_exits_0(
         recovery=f"SIGTERM to exit: {spread(stop_times)}",
         details={
             "steps begun and not finished by the stopped workers": len(unfinished),
+            "long steps begun before the SIGTERM and finished after it": finished_in_grace,
             "runner rows left by the stopped workers": runners_after,
             "exit codes": exits,
         },
     ), dsn)
 
+    assert in_flight > 0
+    assert finished_in_grace > 0, "the SIGTERM found no step in flight"
     assert exits == [0] * PROCESSES
     assert max(stop_times) < GRACE + 10  # within the grace period (plus process exit)
     assert unfinished == []
@@ -117,6 +127,13 @@ def test_sigterm_under_load_finishes_in_flight_steps_and_exits_0(
 STRESS_ROUNDS = 6
 STRESS_PROCESSES = 6
 STRESS_GRACE = 10.0
+
+
+def busy_processes(ledger: Ledger, pids: list[int]) -> int:
+    """How many of the worker processes *pids* hold a RUNNING row."""
+    return int(ledger.one(
+        "SELECT count(DISTINCT r.pid) FROM {s}.instance AS i JOIN {s}.runner AS r"
+        "  ON r.id = i.runner_id WHERE i.status = 1 AND r.pid = ANY(%s)", pids))
 
 
 def start_busy_sagas(ledger: Ledger, count: int) -> None:
@@ -143,10 +160,15 @@ def test_sigterm_never_hangs_a_busy_worker(
     hung: list[str] = []
     exits: list[int | None] = []
     stop_times: list[float] = []
+    held: list[int] = []  # rows RUNNING in each batch's processes just before the SIGTERMs
     for _ in range(STRESS_ROUNDS):
         batch = [workers.start(APP, *options) for _ in range(STRESS_PROCESSES)]
         workers.wait_registered(ledger, batch)
-        threading.Event().wait(rng.uniform(0.1, 1.0))  # busy steps are running
+        pids = [w.pid for w in batch]
+        wait_for(lambda p=pids: busy_processes(ledger, p) == len(p), 60,  # type: ignore[misc]
+                 "every process of the batch running a busy step")
+        threading.Event().wait(rng.uniform(0.0, 0.4))  # a random moment within a step
+        held.append(busy_processes(ledger, pids))
         began = time.monotonic()
         for w in batch:
             w.terminate()
@@ -169,9 +191,11 @@ def test_sigterm_never_hangs_a_busy_worker(
         running=ledger.count(Status.RUNNING),
         recovery=f"SIGTERM to exit: {spread(stop_times)}",
         details={"workers that never exited": len(hung),
+                 "processes running a step at the SIGTERM, by round": held,
                  "exit codes": dict(sorted(Counter(str(e) for e in exits).items()))},
     ), dsn)
 
     assert hung == [], "\n\n".join(hung)
+    assert min(held) > 0, held  # each round's SIGTERMs landed on running steps
     assert exits == [0] * len(exits)
     assert ledger.count(Status.RUNNING) == 0

@@ -117,6 +117,11 @@ def test_a_kill_storm_loses_nothing(
     ), dsn)
 
     assert len(storm.killed) >= 3, "the storm was too short to mean anything"
+    # The kills landed on work in flight: victims held rows, and steps they had begun
+    # ran again elsewhere.
+    hit = [pid for pid, n in storm.held.items() if n > 0]
+    assert len(hit) >= 3, f"too few kills hit a worker holding rows: {storm.held}"
+    assert rerun, "no step a victim had begun was run again: the kills hit no step"
     assert exits == [0] * len(survivors)
     load.check(outcome)
     assert ledger.one("SELECT max(attempts) FROM {s}.instance") < 100

@@ -225,6 +225,7 @@ def test_calls_racing_workers_are_applied_or_refused_never_lost(
     assert set(ran) == verdict.applied
     assert set(ran.values()) <= {1}  # exactly once
     assert calls.refused  # the race was real: both outcomes happened
+    assert verdict.applied
 
 
 # -- cancel() -------------------------------------------------------------------------------

@@ -44,9 +44,15 @@ def test_workers_carry_on_through_a_database_restart(
     load.start()
     workers = make_workers(own_cluster, "restart")
     started = [workers.start(APP, *OPTIONS) for _ in range(PROCESSES)]
-    wait_for(lambda: load.complete() >= SAGAS // 4, 120, "a quarter of the sagas complete")
+    wait_for(lambda: load.complete() >= SAGAS // 4 and ledger.count(Status.RUNNING) > 0, 120,
+             "a quarter of the sagas complete, and steps running")
 
-    before = ledger.one("SELECT clock_timestamp()")
+    # What the restart will cut: the workers' backends, and the rows they are running.
+    before, backends, in_flight = ledger.rows(
+        "SELECT clock_timestamp(), (SELECT count(*) FROM pg_stat_activity"
+        "  WHERE datname = current_database() AND backend_type = 'client backend'"
+        "    AND pid <> pg_backend_pid()),"
+        " (SELECT count(*) FROM {s}.instance WHERE status = 1)")[0]
     done_before = load.complete()
     began = time.monotonic()
     restart_embedded(own_cluster, mode)  # type: ignore[arg-type]
@@ -65,7 +71,8 @@ def test_workers_carry_on_through_a_database_restart(
         load=f"{load.describe()}, {PROCESSES} worker processes x {THREADS} threads, "
              f"heartbeat timeout {HEARTBEAT_TIMEOUT:g} s",
         injected=f"1 server restart (`pg_ctl restart -m {mode}`) with "
-                 f"{done_before}/{SAGAS} sagas complete",
+                 f"{done_before}/{SAGAS} sagas complete, {in_flight} rows RUNNING and "
+                 f"{backends} worker backends cut",
         lost=SAGAS - outcome.statuses.get(Status.COMPLETE, 0),
         running=outcome.statuses.get(Status.RUNNING, 0),
         reexecuted=sum(outcome.reexecuted.values()),
@@ -82,6 +89,10 @@ def test_workers_carry_on_through_a_database_restart(
         },
     ), own_cluster)
 
+    # The restart cut every worker's connections (a thread each, and the heartbeat's)
+    # while they ran steps.
+    assert backends >= PROCESSES * (THREADS + 1), backends
+    assert in_flight > 0
     assert all(alive), "a worker died of the restart"
     assert exits == [0] * PROCESSES
     load.check(outcome)
@@ -112,8 +123,10 @@ def test_workers_carry_on_through_an_outage_longer_than_the_heartbeat_timeout(
     options = ("--workers", str(THREADS), "--heartbeat-timeout", str(OUTAGE_HEARTBEAT),
                "--poll-interval", "0.5", "--grace", "10", "--log-level", "WARNING")
     started = [workers.start(APP, *options) for _ in range(PROCESSES)]
-    wait_for(lambda: load.complete() >= load.sagas // 4, 120, "a quarter of the sagas complete")
+    wait_for(lambda: load.complete() >= load.sagas // 4 and ledger.count(Status.RUNNING) > 0,
+             120, "a quarter of the sagas complete, and steps running")
 
+    in_flight = ledger.count(Status.RUNNING)
     with psycopg.connect(own_cluster, autocommit=True) as admin:
         done_before = load.complete()
         admin.execute("ALTER DATABASE outage ALLOW_CONNECTIONS false")
@@ -135,7 +148,8 @@ def test_workers_carry_on_through_an_outage_longer_than_the_heartbeat_timeout(
         load=f"{load.describe()}, {PROCESSES} worker processes x {THREADS} threads, "
              f"heartbeat timeout {OUTAGE_HEARTBEAT:g} s",
         injected=f"every connection refused for {seconds(back, down):.1f} s ({cut} backends "
-                 f"terminated) with {done_before}/{load.sagas} sagas complete",
+                 f"terminated) with {done_before}/{load.sagas} sagas complete and "
+                 f"{in_flight} rows RUNNING",
         lost=load.sagas - outcome.statuses.get(Status.COMPLETE, 0),
         running=outcome.statuses.get(Status.RUNNING, 0),
         reexecuted=sum(outcome.reexecuted.values()),
@@ -149,6 +163,8 @@ def test_workers_carry_on_through_an_outage_longer_than_the_heartbeat_timeout(
         },
     ), dsn)
 
+    assert cut >= PROCESSES * (THREADS + 1), cut  # the workers' connections were cut ...
+    assert in_flight > 0  # ... while they ran steps
     assert all(alive), "a worker died of the outage"
     assert exits == [0] * PROCESSES
     load.check(outcome)
