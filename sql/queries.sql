@@ -14,10 +14,10 @@
 -- (ON CONFLICT rather than a unique violation, which would abort a caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, key)
     VALUES (%(name)s, %(instance)s, %(step)s, %(input)s::jsonb, %(state)s::jsonb,
             statement_timestamp() + make_interval(secs => %(delay)s),
-            statement_timestamp(), statement_timestamp())
+            statement_timestamp(), statement_timestamp(), %(key)s)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING id)
 SELECT id, pg_notify(%(channel)s, %(name)s) FROM created;
@@ -40,14 +40,16 @@ SELECT status, called FROM {schema}.instance
 
 -- name: insert_many
 -- Create PENDING instances from parallel arrays in one statement, skipping those that
--- exist; return the ids created, and wake the workers once.
+-- exist; return the ids created, and wake the workers once. `keys` is NULL (no keys) or
+-- one concurrency key per instance.
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at)
+                                   created_at, updated_at, key)
     SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
            statement_timestamp() + make_interval(secs => %(delay)s),
-           statement_timestamp(), statement_timestamp()
-      FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[]) AS item(instance_id, input)
+           statement_timestamp(), statement_timestamp(), item.key
+      FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[],
+                  coalesce(%(keys)s::text[], '{{}}')) AS item(instance_id, input, key)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id)
 SELECT coalesce(array_agg(instance_id), '{{}}'),
@@ -56,7 +58,7 @@ SELECT coalesce(array_agg(instance_id), '{{}}'),
 
 -- name: get_instance
 SELECT id, name, instance_id, step, status, input::text, state::text, attempts, error,
-       run_after, runner_id, created_at, updated_at, cancel_requested
+       run_after, runner_id, created_at, updated_at, cancel_requested, key
   FROM {schema}.instance
  WHERE name = %(name)s AND instance_id = %(instance)s;
 
@@ -115,6 +117,28 @@ UPDATE {schema}.instance
          ORDER BY due.run_after
          LIMIT %(limit)s))
 RETURNING id, instance_id, step, input::text, state::text, attempts;
+
+-- name: claim_limited
+-- The claim of a saga that declares limits (sql/009_limits.sql): rows as
+-- (kind, id, instance_id, step, input, state, attempts, key, due), see there.
+SELECT * FROM {schema}.claim_limited(%(name)s, %(runner_id)s, %(steps)s::text[], %(limit)s,
+                                     %(limits)s::jsonb, %(after)s);
+
+-- name: limit_usage
+-- Per limit of a saga: slots in use (RUNNING rows claimed under limits, of its steps;
+-- for a rate, the starts in its current window) and due rows of its steps waiting.
+SELECT l ->> 'id',
+       CASE WHEN l ->> 'kind' = 'rate' THEN
+            (SELECT count(*) FROM {schema}.limit_start AS s
+              WHERE s.name = %(name)s AND s.lim = l ->> 'id'
+                AND s.at > statement_timestamp() - make_interval(secs => (l ->> 'per')::float8))
+       ELSE (SELECT count(*) FROM {schema}.instance AS i
+              WHERE i.status = 1 AND i.limited AND i.name = %(name)s
+                AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps'))) END,
+       (SELECT count(*) FROM {schema}.instance AS i
+         WHERE i.status = 0 AND i.name = %(name)s AND i.run_after <= statement_timestamp()
+           AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps')))
+  FROM jsonb_array_elements(%(limits)s::jsonb) AS l;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
