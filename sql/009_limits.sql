@@ -150,10 +150,18 @@ BEGIN
             LOOP
                 EXIT WHEN v_allow - v_taken <= 0;
                 -- The next key with PENDING rows of this step: one descent of
-                -- instance_key_due_idx, past every row of the key before it.
-                SELECT min(d.key) INTO v_next FROM {schema}.instance AS d
-                 WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
-                   AND d.key IS NOT NULL AND (v_key IS NULL OR d.key > v_key);
+                -- instance_key_due_idx, past every row of the key before it. (Two
+                -- statements: "v_key IS NULL OR key > v_key" would make a generic
+                -- plan scan the step's whole range.)
+                IF v_key IS NULL THEN
+                    SELECT min(d.key) INTO v_next FROM {schema}.instance AS d
+                     WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
+                       AND d.key IS NOT NULL;
+                ELSE
+                    SELECT min(d.key) INTO v_next FROM {schema}.instance AS d
+                     WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
+                       AND d.key > v_key;
+                END IF;
                 IF v_next IS NULL THEN
                     EXIT WHEN v_wrapped;
                     v_wrapped := true;
