@@ -15,7 +15,7 @@ from typing import Final
 
 # In the order `python -m benchmarks` runs them: the limit first, the longest last.
 BENCHMARKS: Final = ("limit", "throughput", "latency", "bulk_start", "memory", "backlog",
-                     "table_health")
+                     "table_health", "keyed")
 
 
 def modules(names: Sequence[str] = BENCHMARKS) -> dict[str, ModuleType]:

@@ -152,7 +152,8 @@ class Run:
 def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes: int = 1,
               first: tuple[int, int] | None = None, timeout: float = 600.0,
               poll: float = 0.2,
-              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None) -> Run:
+              sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
+              target: str = TARGET) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
@@ -161,7 +162,8 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
     """
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
-        with workers(db, schema, processes=processes, threads=threads) as procs:
+        with workers(db, schema, processes=processes, threads=threads,
+                     target=target) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:
