@@ -321,11 +321,15 @@ class Store:
     # -- runners ------------------------------------------------------------------------
 
     def register_runner(self, conn: Conn, runner_id: str, hostname: str, pid: int,
-                        serves: dict[str, list[str]], timeout: float) -> None:
-        """Insert (or refresh) the runner row; it expires after *timeout* seconds of silence."""
+                        serves: dict[str, list[str]], timeout: float,
+                        limits: Mapping[str, str] | None = None) -> None:
+        """Insert (or refresh) the runner row; it expires after *timeout* seconds of
+        silence. *limits* maps saga names to their limits (as JSON), shown by `stats`."""
         self._run(conn, "register_runner", {
             "id": runner_id, "hostname": hostname, "pid": pid, "serves": json.dumps(serves),
             "timeout": timeout,
+            "limits": json.dumps({name: json.loads(text) for name, text in
+                                  (limits or {}).items()}),
         })
 
     def heartbeat(self, conn: Conn, runner_id: str, timeout: float) -> bool:

@@ -29,6 +29,10 @@ CREATE TABLE {schema}.limit_start (
 );
 CREATE INDEX limit_start_idx ON {schema}.limit_start (name, lim, at);
 
+-- The limits each runner enforces, by saga name (as claim_limited reads them): what
+-- `stats` reports on, since limits are declared in code.
+ALTER TABLE {schema}.runner ADD COLUMN limits jsonb NOT NULL DEFAULT '{{}}';
+
 -- Claim up to p_limit due rows of p_steps of saga p_name for runner p_runner, within
 -- p_limits: a JSON array of {{"id", "kind" (key | running | rate), "n", "per", "steps"}}.
 -- Rows come back as (1, id, instance_id, step, input, state, attempts, key, NULL); when

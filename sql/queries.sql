@@ -220,13 +220,14 @@ SELECT pg_notify(%(done_channel)s, id::text) FROM released WHERE status = 4;
 
 -- name: register_runner
 -- Again after being reaped, or from a second pool onto the same schema: merge what it serves.
-INSERT INTO {schema}.runner (id, hostname, pid, serves, started_at, heartbeat_at, expires_at)
+INSERT INTO {schema}.runner (id, hostname, pid, serves, started_at, heartbeat_at, expires_at,
+                            limits)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(serves)s::jsonb,
         statement_timestamp(), statement_timestamp(),
-        statement_timestamp() + make_interval(secs => %(timeout)s))
+        statement_timestamp() + make_interval(secs => %(timeout)s), %(limits)s::jsonb)
 ON CONFLICT (id) DO UPDATE
    SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
-       serves = runner.serves || excluded.serves;
+       serves = runner.serves || excluded.serves, limits = runner.limits || excluded.limits;
 
 -- name: heartbeat
 -- Each runner says how long its silence may last: reapers judge it by its own timeout.

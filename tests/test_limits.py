@@ -260,3 +260,21 @@ def test_limits_travel_in_the_spec_as_json(saga: Saga) -> None:
     def three(n: int) -> None: ...
 
     assert plain.spec().limits_json is None  # no limit: the plain claim
+
+
+def test_stats_show_each_limit_a_live_runner_enforces(saga: Saga, db: Db) -> None:
+    from saga.admin.queries import AdminStore
+
+    side_table(db)
+    work = saga.step(recording(saga, db, hold=1.0))
+    saga.limit(per_key=1)
+    saga.start_many(work, {f"i{i}": f"i{i}" for i in range(3)}, key="one")
+    with running(saga, db, workers=4):
+        wait_until(lambda: AdminStore(db.schema).stats(db.conn).limits
+                   == [("test", "per_key=1 on work", 1, 2)], timeout=10)
+    from saga.admin.commands import stats_tables
+
+    text = stats_tables([], [], [], [{"saga": "test", "limit": "per_key=1 on work",
+                                      "in_use": 1, "waiting": 2}])[-1]
+    assert text.splitlines()[0].startswith("limits")
+    assert "per_key=1 on work" in text

@@ -33,7 +33,8 @@ def saturated(make_saga: Callable[..., Saga], db: Db) -> Saga:
         "INSERT INTO {s}.instance (name, instance_id, step, input, key, status, limited,"
         "                          runner_id, run_after)"
         " SELECT 'plan', 'i' || n, 'one', '1', 'big', CASE WHEN n = 1 THEN 1 ELSE 0 END,"
-        "        n = 1, CASE WHEN n = 1 THEN 'r' END, now() - interval '1 hour' + n * interval '1 ms'"
+        "        n = 1, CASE WHEN n = 1 THEN 'r' END,"
+        "        now() - interval '1 hour' + n * interval '1 ms'"
         f"  FROM generate_series(1, {WAITING}) AS n")
     db.execute("ANALYZE {s}.instance")
     return s

@@ -119,14 +119,17 @@ def stats(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
     runners = [{**r, "heartbeat_age_seconds": r.pop("heartbeat_age")} for r in found.runners]
     orphaned = [{"saga": n, "step": step, "due": due, "lag_seconds": lag}
                 for n, step, due, lag in found.orphaned]
+    limits = [{"saga": n, "limit": limit, "in_use": used, "waiting": waiting}
+              for n, limit, used, waiting in found.limits]
     if args.json:
         return to_json({"sagas": list(sagas.values()), "runners": runners,
-                        "orphaned": orphaned})
-    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned))
+                        "orphaned": orphaned, "limits": limits})
+    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, limits))
 
 
 def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
-                 orphaned: list[dict[str, Any]]) -> list[str]:
+                 orphaned: list[dict[str, Any]],
+                 limits: list[dict[str, Any]] | None = None) -> list[str]:
     """The sections of `stats` for people."""
     names = [s.name.lower() for s in Status]
     sections = ["instances\n" + (table(
@@ -143,6 +146,10 @@ def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
         ["saga", "step", "due", "lag"],
         [[o["saga"], o["step"], o["due"], age(o["lag_seconds"])] for o in orphaned])
         if orphaned else "none"))
+    if limits:  # only where some saga declares limits
+        sections.append("limits (a rate's slots in use: the starts in its window)\n" + table(
+            ["saga", "limit", "in use", "waiting"],
+            [[x["saga"], x["limit"], x["in_use"], x["waiting"]] for x in limits]))
     return sections
 
 
