@@ -151,6 +151,19 @@ def test_per_key_limit_holds_back_rows_without_counting_an_attempt(saga: Saga,
     assert all(attempts <= 1 for (attempts,) in waiting)
 
 
+def test_rows_without_a_key_are_bound_by_no_key(saga: Saga, db: Db) -> None:
+    """Started before the per-key limit was declared: claimed while they are the oldest."""
+    @saga.step
+    def one(n: int) -> None: ...
+
+    saga.start_many(one, {f"old{i}": i for i in range(3)})
+    saga.limit(per_key=1)
+    saga.start_many(one, {f"new{i}": i for i in range(3)}, key="k")
+    got = claim(saga, db)
+    assert sorted(g for g in got if g.startswith("old")) == ["old0", "old1", "old2"]
+    assert len([g for g in got if g.startswith("new")]) == 1
+
+
 def test_keys_are_visited_round_robin_from_the_last_key_claimed(saga: Saga, db: Db) -> None:
     @saga.step
     def one(n: int) -> None: ...
