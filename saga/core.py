@@ -303,8 +303,10 @@ class Saga:
             if keys is not None:
                 if callable(key):
                     try:
-                        keys.append(check_key(key(pair[0], pair[1]), required=True,
-                                              saga=self.name) or "")
+                        made = key(pair[0], pair[1])
+                        if made is None:
+                            raise TypeError("key must be a string, got NoneType")
+                        keys.append(check_key(made, required=False, saga=self.name) or "")
                     except (TypeError, ValueError) as e:
                         raise type(e)(f"items[{i}] (instance {pair[0]!r}): {e}") from e
                 else:

@@ -291,3 +291,18 @@ def test_stats_show_each_limit_a_live_runner_enforces(saga: Saga, db: Db) -> Non
                                       "in_use": 1, "waiting": 2}])[-1]
     assert text.splitlines()[0].startswith("limits")
     assert "per_key=1 on work" in text
+
+
+def test_the_reaper_frees_a_dead_runners_slots(saga: Saga, db: Db) -> None:
+    @saga.step
+    def one(n: int) -> None: ...
+
+    saga.limit(per_key=1)
+    saga.start_many(one, {f"i{i}": i for i in range(3)}, key="k")
+    db.execute("INSERT INTO {s}.runner (id, hostname, pid, serves, expires_at)"
+               " VALUES ('dead', 'h', 1, '{{}}', now() - interval '1 minute')")
+    assert len(claim(saga, db, runner="dead")) == 1
+    assert claim(saga, db) == []  # the slot is the dead runner's
+    dead, recovered = saga.store.reap(db.conn)
+    assert (dead, recovered) == (["dead"], 1)
+    assert len(claim(saga, db)) == 1
