@@ -6,7 +6,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .codecs import Codec, JsonCodec, PickleCodec
 from .core import Saga
-from .errors import ConcurrencyException, DuplicateSaga, SagaError, SagaException, SagaNotFound
+from .errors import (
+    ConcurrencyException,
+    DatabaseUnavailable,
+    DuplicateSaga,
+    SagaError,
+    SagaException,
+    SagaNotFound,
+)
 from .execution import RunStats
 from .observe import StepEvent, StepObserver
 from .records import Instance, Status
@@ -21,6 +28,7 @@ __all__ = [
     "Codec",
     "ConcurrencyException",
     "Continuation",
+    "DatabaseUnavailable",
     "DuplicateSaga",
     "Instance",
     "JsonCodec",

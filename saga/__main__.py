@@ -1,5 +1,5 @@
-"""`python -m saga COMMAND`: administration (list, show, stats, retry, cancel, purge,
-migrate); see `saga.admin.cli`. `migrate` creates or upgrades the schema."""
+"""`python -m saga COMMAND` (or the `pgsaga` script): administration (list, show, stats,
+start, call, retry, cancel, purge, migrate) and `worker`; see `saga.admin.cli`."""
 
 from __future__ import annotations
 
@@ -10,4 +10,4 @@ from .admin.cli import main
 __all__ = ["main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m saga"))

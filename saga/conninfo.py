@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+
+from .errors import DatabaseUnavailable
+
+MIN_CONNECT_TIMEOUT = 2  # libpq's (and psycopg's) floor for connect_timeout, in seconds
 
 
 def describe(dsn: str) -> str:
@@ -17,26 +23,37 @@ def describe(dsn: str) -> str:
 
 
 def check_dsn(dsn: str, what: str = "dsn") -> str:
-    """Return *dsn* if libpq can parse it, else raise `ValueError` without echoing it
-    (libpq quotes the whole string in its complaint, password included)."""
+    """Return *dsn* if libpq can use it, else raise `ValueError` without echoing it
+    (libpq quotes the whole string in its complaint, password included).
+
+    Besides the syntax, the port is checked: libpq parses `host:notaport` and only
+    refuses it when connecting, which would make the mistake look like an outage.
+    """
     try:
-        conninfo_to_dict(dsn)
+        params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         raise ValueError(f"{what} is not a valid connection string") from None
+    for port in str(params.get("port") or "").split(","):  # one per host, or empty
+        if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"{what} has an invalid port {port.strip()!r}: expected a "
+                             "number from 1 to 65535")
     return dsn
 
 
-def check_connection(dsn: str, timeout: int = 5) -> None:
+def check_connection(dsn: str, timeout: float = 5) -> None:
     """Connect once to fail early, with a one-line reason that names the database.
 
-    Raise `ConnectionError`; its message never holds the DSN's password.
+    Wait at most *timeout* seconds (libpq rounds it up to whole seconds, at least 2).
+    Raise `DatabaseUnavailable` (a `ConnectionError`); its message never holds the
+    DSN's password.
     """
     try:
         params = conninfo_to_dict(check_dsn(dsn, "the DSN"))
     except ValueError as e:
-        raise ConnectionError(str(e)) from None
+        raise DatabaseUnavailable(str(e)) from None
+    seconds = max(MIN_CONNECT_TIMEOUT, math.ceil(timeout))
     try:
-        psycopg.connect(dsn, connect_timeout=timeout).close()
+        psycopg.connect(dsn, connect_timeout=seconds).close()
     except psycopg.Error as e:
         # libpq's first line says what failed ("... failed: Connection refused").
         text = str(e).strip().removeprefix("connection failed: ")
@@ -45,4 +62,4 @@ def check_connection(dsn: str, timeout: int = 5) -> None:
         reason = reason.replace(dsn, describe(dsn))
         if secret:
             reason = reason.replace(secret, "***")
-        raise ConnectionError(f"cannot connect to {describe(dsn)}: {reason}") from None
+        raise DatabaseUnavailable(f"cannot connect to {describe(dsn)}: {reason}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .execution import RunStats
 from .limits import Kind, Limit, add, check_key
 from .migrate import migrate
-from .pools import Database, autocommit
-from .records import Instance, Status
+from .pools import CONNECT_TIMEOUT, Database
+from .records import MAX_INSTANCE, MAX_NAME, Instance, Status, check_text
 from .runner import Runner
 from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
@@ -24,12 +25,11 @@ from .steps import Delay, Step, StepFunction, delay_seconds
 from .store import Conn, Store
 from .waiting import wait_until_done
 
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "Saga", "StepRef", "check_text"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "MAX_ATTEMPTS", "MAX_INSTANCE", "MAX_NAME", "Saga",
+           "StepRef", "check_text"]
 
 StepRef = Step | str | StepFunction
 
-MAX_NAME: Final = 128
-MAX_INSTANCE: Final = 512
 START_MANY_CHUNK: Final = 5000  # instances per INSERT statement in start_many()
 
 
@@ -38,6 +38,8 @@ class Saga:
 
     Give it a *dsn* (else `SAGA_DSN` is read when the pool is first needed) or a
     psycopg_pool `ConnectionPool` of your own (*pool*, which `close()` leaves open).
+    Without *schema*, `SAGA_SCHEMA` is read now, else it is "saga". A call waits at
+    most *connect_timeout* seconds for a connection, then raises `DatabaseUnavailable`.
     """
 
     def __init__(
@@ -46,24 +48,25 @@ class Saga:
         dsn: str | None = None,
         *,
         pool: ConnectionPool[Any] | None = None,
-        schema: str = "saga",
+        schema: str | None = None,
         codec: Codec | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
         backoff_max: float = BACKOFF_MAX,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.name = check_text("name", name, MAX_NAME)
-        self._db = Database(self.name, dsn, pool)
+        self._db = Database(self.name, dsn, pool, timeout=connect_timeout)
         if isinstance(codec, type):
             raise TypeError(f"codec must be an instance, e.g. {codec.__name__}(), not the class")
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must have encode() and decode(), got {codec!r}")
         self.policy = RetryPolicy(max_attempts, float(backoff_base), float(backoff_max))
-        self.schema = check_schema(schema)
+        self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.steps: dict[str, Step] = {}
         self.limits: tuple[Limit, ...] = ()
-        self.store = Store(schema)
+        self.store = Store(self.schema)
         self._runner: Runner | None = None
 
     def __repr__(self) -> str:
@@ -229,7 +232,7 @@ class Saga:
             with self.store.tables_required():
                 yield conn  # the caller commits or rolls back; we never do
             return
-        with self.store.tables_required(), autocommit(self.pool) as own:
+        with self.store.tables_required(), self._db.autocommit() as own:
             if atomic:
                 with own.transaction():
                     yield own
@@ -481,17 +484,13 @@ class Saga:
             return text
 
 
-def check_text(what: str, value: object, limit: int) -> str:
-    """Return *value* if it is a usable name or id, else raise naming the argument."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+def default_schema() -> str:
+    """The schema of a `Saga` that names none: `SAGA_SCHEMA`, else "saga"."""
+    value = os.environ.get("SAGA_SCHEMA")
+    if not value:
+        return "saga"
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
-    if not value or len(value) > limit or "\x00" in value:
-        raise ValueError(
-            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
-            + ("..." if len(value) > 40 else "")
-        )
-    return value
+        return check_schema(value)
+    except ValueError as e:
+        raise ValueError(f"SAGA_SCHEMA: {e}") from None
+

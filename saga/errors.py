@@ -31,3 +31,11 @@ class SagaError(Exception):
     """Raised by a step: fail the instance for good (a verdict, not a transient error)."""
 
     __module__ = "saga"
+
+
+class DatabaseUnavailable(SagaException, ConnectionError):
+    """No connection to the database within the saga's `connect_timeout`: the server
+    cannot be reached (refused, unknown host, wrong password, ...) or every connection
+    of the pool stayed busy. Nothing was done; the call may be tried again."""
+
+    __module__ = "saga"

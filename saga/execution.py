@@ -155,6 +155,7 @@ class Execution:
                 # The step's writes and its outcome: one transaction, guarded by the lease.
                 conn = self.lent.get()
                 with conn.transaction():
+                    self.store.plan_as_usual(conn, here=True)  # the step's own statements
                     value = step.invoke(input, state, set_state, log, conn)
                     result = self._result_of(step, value)
                     if isinstance(result, Rejected):

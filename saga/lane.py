@@ -3,6 +3,7 @@ wake-up idle workers sleep on, and the registry of instances in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -20,42 +21,49 @@ from .store import Claimed, Store
 class Wakeup:
     """Wake idle worker threads: at most *n* per `notify(n)`, and never a busy one.
 
-    A thread takes a `token()` just before each claim, and `wait(timeout, token)`
-    returns at once if a wake-up came since (the claim may have missed what it was
-    about), else sleeps. A wake-up while every thread is busy wakes nobody and is not
-    kept: a busy thread claims again as soon as its step ends, which is after the
-    commit the wake-up announced, so it finds that work without being told.
+    Sleeping threads are woken one by one, the most recent sleeper first (its
+    connection is the warmest). A thread takes a `token()` before it looks for work;
+    `wait(timeout, token)` returns at once if, since then, a wake-up came that found no
+    sleeper to take it (what the thread looked at may have missed what it was about).
+    A wake-up that a sleeper took, or that came while every thread was busy, makes no
+    one else look again: a busy thread claims as soon as its step ends, which is after
+    the commit the wake-up announced.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._seq = 0  # wake-ups so far
-        self._idle = 0  # threads asleep in wait()
+        self._lock = threading.Lock()
+        self._seq = 0  # wake-ups that found too few sleepers
+        self._sleepers: deque[threading.Event] = deque()
 
     def token(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._seq
 
     @property
     def idle(self) -> int:
-        """How many threads are asleep now (an estimate the moment it is read)."""
-        with self._cond:
-            return self._idle
+        """How many threads sleep now, not yet woken (an estimate once read)."""
+        with self._lock:
+            return len(self._sleepers)
 
     def notify(self, n: int = 1) -> None:
-        with self._cond:
-            self._seq += 1
-            self._cond.notify(n)
+        with self._lock:
+            woken = 0
+            while woken < n and self._sleepers:
+                self._sleepers.pop().set()
+                woken += 1
+            if woken < n:
+                self._seq += 1
 
     def wait(self, timeout: float, token: int) -> None:
-        with self._cond:
+        with self._lock:
             if self._seq != token:
                 return
-            self._idle += 1
-            try:
-                self._cond.wait(timeout)
-            finally:
-                self._idle -= 1
+            woken = threading.Event()
+            self._sleepers.append(woken)
+        if not woken.wait(timeout):
+            # Gone already if a notify took it as the timeout passed: it looks anyway.
+            with self._lock, contextlib.suppress(ValueError):
+                self._sleepers.remove(woken)
 
 
 class Running(NamedTuple):

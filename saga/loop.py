@@ -67,7 +67,11 @@ class WorkLoop:
     def __init__(self, crew: Crew, *, drain: bool = False) -> None:
         self.crew = crew
         self.drain = drain
-        self._lent = {id(lane): Lent(lane.pool) for lane in crew.lanes}
+        # Generic plans on the thread's own connections (the claim would be planned on
+        # every call), undone before the pool gets them back; see Store.plan_generically.
+        self._lent = {id(lane): Lent(lane.pool, on_borrow=lane.store.plan_generically,
+                                     on_release=lane.store.plan_as_usual)
+                      for lane in crew.lanes}
         self._failures = 0  # consecutive ticks that failed on a database error
         self._token = 0  # the wake-ups seen when this thread last looked for work
         self._limit = crew.claim_batch  # the limit of the last claim
@@ -89,7 +93,9 @@ class WorkLoop:
         """One tick: claim and run what is due, else wait for a wake-up, the next due
         time or the poll interval. Return False when the thread should end."""
         crew = self.crew
-        self._token = crew.wakeup.token()  # taken again before each claim
+        # Taken before the thread looks anywhere (the buffer, then the claim): a wake-up
+        # after this point, which what it looks at may have missed, makes it look again.
+        self._token = crew.wakeup.token()
         try:
             ran, idle_for, looked_everywhere = self._cycle()
             self._failures = 0
@@ -183,10 +189,8 @@ class WorkLoop:
 
     def _claim(self, spec: SagaSpec) -> Claim:
         """The next claim for *spec*: as many rows as there are idle threads (and this
-        one), at least the claim batch. Taken just before the claim is sent, with the
-        wake-up token: a wake-up after this point makes the thread look again."""
+        one), at least the claim batch."""
         crew = self.crew
-        self._token = crew.wakeup.token()
         self._limit = max(crew.claim_batch, 1 + crew.wakeup.idle)
         return Claim(crew.runner_id, spec.name, list(spec.steps), self._limit,
                      spec.limits_json, self._after.get(spec.name))
@@ -213,6 +217,8 @@ class WorkLoop:
             # others), and not while claimed rows wait in the buffer or we are fenced.
             # Not under limits: their claim is claim_limited's, after the outcome has
             # committed (so that it sees the slot the outcome frees).
+            # The token comes first, as in loop(): then the buffer, then the claim.
+            self._token = crew.wakeup.token()
             if (crew.stop.is_set() or len(lane.specs) != 1 or lane.has_buffered
                     or lane.heartbeat.expired or spec.limits):
                 return None

@@ -9,25 +9,28 @@ when it breaks. `dedicated`: a connection outside the pool (heartbeat, LISTEN).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .conninfo import check_dsn
+from .conninfo import check_connection, check_dsn, describe
+from .errors import DatabaseUnavailable
 
 Conn = psycopg.Connection[Any]
 
 POOL_SIZE: Final = 4  # connections of a saga's own pool when it does not run workers
 FRESH: Final = 1.0  # seconds after its last use during which a connection is not checked
+CONNECT_TIMEOUT: Final = 5.0  # seconds an API call waits for a connection, then fails
 # For dedicated connections (heartbeat, LISTEN), unless the DSN says otherwise.
 DEDICATED_DEFAULTS: Final = {
     "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
@@ -38,7 +41,8 @@ DEDICATED_DEFAULTS: Final = {
 class Database:
     """The connection pool of one saga, opened lazily and resized for a worker."""
 
-    def __init__(self, owner: str, dsn: str | None, pool: ConnectionPool[Any] | None) -> None:
+    def __init__(self, owner: str, dsn: str | None, pool: ConnectionPool[Any] | None, *,
+                 timeout: float = CONNECT_TIMEOUT) -> None:
         if dsn is not None and pool is not None:
             raise ValueError("pass either dsn or pool, not both")
         if dsn is not None and not isinstance(dsn, str):
@@ -47,6 +51,11 @@ class Database:
             check_dsn(dsn)
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not 0 < timeout < math.inf):
+            raise ValueError(f"connect_timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = float(timeout)
+        self._errors_seen = 0  # the pool's count of failed connection attempts, last seen
         self.owner = owner  # the saga's name, for messages and the pool's name
         self.dsn = dsn
         self._pool = pool
@@ -79,7 +88,16 @@ class Database:
         return check_dsn(dsn, "SAGA_DSN")
 
     def _open(self, size: int) -> ConnectionPool[Any]:
+        """Open our own pool, once one connection has shown the database answers.
+
+        Without that probe a pool that cannot connect makes its first caller wait for
+        the whole pool timeout, then raise a bare `PoolTimeout`, while it logs a failed
+        attempt every second. The probe fails at once when the server refuses (after the
+        timeout, rounded up to whole seconds and at least 2 by libpq, when it does not
+        answer), with the reason; no pool is left behind, so the next call tries again.
+        """
         dsn = self.dsn = self.identity()  # SAGA_DSN, read now, is the DSN from now on
+        check_connection(dsn, self.timeout)  # DatabaseUnavailable, with libpq's reason
         pool: ConnectionPool[Any] = ConnectionPool(
             dsn, min_size=1, max_size=size, open=False, name=f"saga-{self.owner}",
             check=_check,
@@ -109,6 +127,39 @@ class Database:
                     )
                 self._pool.resize(self._pool.min_size, size)
             return self._pool
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Conn]:
+        """A pooled connection in autocommit mode, for one call of the API.
+
+        Wait at most `timeout` seconds for it, then raise `DatabaseUnavailable`, so that
+        a web view answers (503) in seconds while the database is down, rather than after
+        the pool's 30 s, or with a psycopg_pool exception.
+        """
+        pool = self.pool  # DatabaseUnavailable here if the first connection fails
+        try:
+            conn = borrow(pool, self.timeout)
+        except PoolTimeout as e:
+            raise DatabaseUnavailable(self._no_connection(pool)) from e
+        try:
+            yield conn
+        finally:
+            give_back(pool, conn)
+
+    def _no_connection(self, pool: ConnectionPool[Any]) -> str:
+        """Why no connection came within the timeout, as far as the pool can tell."""
+        stats = pool.get_stats()
+        info = pool.conninfo  # a string, or a function that makes one
+        where = describe(info) if isinstance(info, str) else f"the database of pool {pool.name!r}"
+        # The pool counts the connections it failed to make: new failures since the last
+        # time we looked, or room left in the pool, mean the database is the problem.
+        errors = stats.get("connections_errors", 0)
+        failing, self._errors_seen = errors > self._errors_seen, errors
+        if not failing and stats.get("pool_size", 0) >= pool.max_size:
+            return (f"no free connection to {where} within {self.timeout:g}s: all "
+                    f"{pool.max_size} connections of the pool stayed busy")
+        return (f"cannot connect to {where} within {self.timeout:g}s (the database is down "
+                "or unreachable; the pool keeps trying in the background)")
 
     def close(self) -> None:
         """Close our own pool (a pool passed in is its owner's to close)."""
@@ -167,9 +218,13 @@ class Lent:
     thread that owns a `Lent` uses it: no lock.
     """
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *,
+                 on_borrow: Callable[[Conn], None] | None = None,
+                 on_release: Callable[[Conn], None] | None = None) -> None:
         self.pool = pool
         self._conn: Conn | None = None
+        self._on_borrow = on_borrow  # set a new connection up (session settings)
+        self._on_release = on_release  # undo that before the pool gets it back
 
     def __repr__(self) -> str:
         return f"<Lent pool={self.pool.name!r} held={self._conn is not None}>"
@@ -184,14 +239,27 @@ class Lent:
         if self._conn is not None and not self.broken:
             return self._conn
         self.release()
-        self._conn = borrow(self.pool, timeout)
-        return self._conn
+        conn = borrow(self.pool, timeout)
+        if self._on_borrow is not None:
+            try:
+                self._on_borrow(conn)
+            except BaseException:
+                give_back(self.pool, conn)
+                raise
+        self._conn = conn
+        return conn
 
     def release(self) -> None:
         """Give the connection back to the pool, if one is held."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            give_back(self.pool, conn)
+        if conn is None:
+            return
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if (self._on_release is not None and not (conn.closed or conn.broken)
+                and conn.info.transaction_status == idle):
+            with contextlib.suppress(psycopg.Error):  # a failure: the pool resets or drops it
+                self._on_release(conn)
+        give_back(self.pool, conn)
 
 
 def dedicated(pool: ConnectionPool[Any], statement_timeout: float | None = None) -> Conn:

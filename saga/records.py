@@ -6,7 +6,10 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+
+MAX_NAME: Final = 128  # characters of a saga's name
+MAX_INSTANCE: Final = 512  # characters of an instance id
 
 
 class Status(enum.IntEnum):
@@ -70,3 +73,19 @@ class Instance:
     def done(self) -> bool:
         """True once the instance is COMPLETE, ERROR or CANCELLED."""
         return self.status.finished
+
+
+def check_text(what: str, value: object, limit: int) -> str:
+    """Return *value* if it is a usable name or id, else raise naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text, got {value[:40]!r}") from None
+    if not value or len(value) > limit or "\x00" in value:
+        raise ValueError(
+            f"{what} must be 1 to {limit} characters without NUL, got {value[:40]!r}"
+            + ("..." if len(value) > 40 else "")
+        )
+    return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import types
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .codecs import Codec
 from .hints import type_hints
+from .signatures import bind
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,12 +25,6 @@ SetState = Callable[[object], None]
 Delay = float | int | timedelta
 
 MAX_DELAY: Final = 100 * 365.25 * 24 * 3600  # seconds; far beyond any sane wait, within SQL's
-
-# The positional parameters a step may declare, in this order.
-STEP_PARAMETERS: Final = ("input", "state", "set_state", "logger")
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
 
 # Values of exactly these annotated types need no decode to know they fit.
 _SCALARS: Final = (int, float, str, bool)
@@ -79,8 +73,8 @@ class Step:
         self.name: str = getattr(fn, "__name__", "")
         if not self.name or self.name == "<lambda>":
             raise ValueError(f"a step needs a function with a name, got {fn!r}")
-        self.parameters, self.wants_conn = _adapt(fn, self.name)
-        self.positional = len(self.parameters)
+        self.binding = bind(fn, self.name)  # who gets input, state, ...: by name, else place
+        self.parameters, self.wants_conn = self.binding.slots, self.binding.wants_conn
         self._hints: tuple[Any, Any] | None = None
         self._result: tuple[Any] | None = None  # the return annotation, continuations left out
         with contextlib.suppress(NameError):  # a name defined later: resolved on first use
@@ -221,11 +215,8 @@ class Step:
         logger: logging.LoggerAdapter[logging.Logger],
         conn: psycopg.Connection[Any] | None,
     ) -> object:
-        """Run the function with the leading parameters it declares."""
-        args = (input, state, set_state, logger)[: self.positional]
-        if self.wants_conn:
-            return self.fn(*args, conn=conn)
-        return self.fn(*args)
+        """Run the function with the parameters it declares (see `saga.signatures`)."""
+        return self.binding.call(self.fn, (input, state, set_state, logger), conn)
 
     def __repr__(self) -> str:
         return f"<Step {self.owner!r}.{self.name}>"
@@ -246,40 +237,6 @@ def _without_continuations(hint: Any) -> Any:
             return hint
         return functools.reduce(lambda a, b: a | b, kept)
     return None if is_continuation(hint) else hint
-
-
-def _adapt(fn: StepFunction, name: str) -> tuple[tuple[str, ...], bool]:
-    """Return the names of the step parameters *fn* takes (at most four), and whether it
-    wants `conn`."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"step {name!r}: cannot read its signature: {e}") from e
-    names: list[str] = []
-    wants_conn = False
-    for p in params:
-        if p.name == "conn" and p.kind in (*_POSITIONAL, inspect.Parameter.KEYWORD_ONLY):
-            wants_conn = True
-        elif p.kind in _POSITIONAL:
-            if wants_conn:
-                raise TypeError(f"step {name!r}: declare `conn` after the other parameters "
-                                "(best keyword-only: `def step(input, *, conn)`)")
-            if len(names) >= len(STEP_PARAMETERS):
-                if p.default is inspect.Parameter.empty:
-                    raise TypeError(
-                        f"step {name!r} declares more than {len(STEP_PARAMETERS)} positional "
-                        f"parameters {STEP_PARAMETERS}: {p.name!r} has no default"
-                    )
-            else:
-                names.append(p.name)
-        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
-            names += [f"*{p.name}"] * (len(STEP_PARAMETERS) - len(names))
-        elif p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
-            raise TypeError(
-                f"step {name!r}: keyword-only parameter {p.name!r} needs a default "
-                "(a step receives input, state, set_state, logger and, if declared, conn)"
-            )
-    return tuple(names), wants_conn
 
 
 def delay_seconds(delay: Delay | None) -> float:

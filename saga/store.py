@@ -67,7 +67,7 @@ class Lease(NamedTuple):
 def missing_tables(schema: str, detail: str, *, api: bool = False) -> str:
     """The one message for "the saga tables are not there": what is missing, and the
     exact command that creates them (`saga.init_db()` too, when said to the API)."""
-    fix = "`python -m saga migrate`"
+    fix = f"`python -m saga migrate --schema {schema}`"
     if api:
         fix = f"saga.init_db() or {fix}"
     return f"the saga tables are missing from schema {schema!r} ({detail}): run {fix}"
@@ -81,6 +81,7 @@ class Store:
         self.channel = f"pgsaga_{schema}"  # wakes the workers: something is due
         self.done_channel = f"pgsaga_{schema}_done"  # wakes wait(): an instance finished
         self._q = {name: render(text, schema) for name, text in named_queries().items()}
+        self._q.update(named_queries("session.sql"))
         # The claim, with next_due folded in; and each outcome that ends a thread's hold
         # on an instance, with the claim of what it runs next folded in. One statement,
         # one transaction instead of two (see _fold). Missing if the texts do not fit.
@@ -312,6 +313,14 @@ class Store:
             "channel": self.channel, "done_channel": self.done_channel, **params,
         }).fetchone()
         return None if row is None else int(row[0])
+
+    def plan_generically(self, conn: Conn) -> None:
+        """Make *conn* (a worker thread's own) use generic plans: see `plan_generically`."""
+        self._run(conn, "plan_generically", {})
+
+    def plan_as_usual(self, conn: Conn, *, here: bool = False) -> None:
+        """Undo `plan_generically`; *here*: only until the end of the open transaction."""
+        self._run(conn, "plan_as_usual_here" if here else "plan_as_usual", {})
 
     def release(self, conn: Conn, runner_id: str, ids: Sequence[int]) -> None:
         """Hand back claimed rows whose step never started."""

@@ -1,6 +1,7 @@
-"""`python -m saga.worker app.module:saga [...]`: a worker process.
+"""`python -m saga.worker app.module:saga [...]` (or `pgsaga worker ...`): a worker process.
 
-Nothing imports this module, so the sagas' module is imported once, as the user named it.
+Only the `pgsaga` command line imports this module (to hand `worker` over), so the
+sagas' module is imported once, as the user named it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+from .admin.arguments import ERROR_PREFIX, Parser, log_level, schema_name
 from .conninfo import check_connection, describe
 from .core import Saga
 from .errors import SagaException
@@ -54,9 +57,10 @@ def load_sagas(targets: Sequence[str]) -> list[Saga]:
     return found
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m saga.worker",
+def build_parser(prog: str = "python -m saga.worker") -> argparse.ArgumentParser:
+    """The worker's options (the README's table lists them all: a test compares)."""
+    parser = Parser(
+        prog=prog,
         description="Run the steps of one or more sagas until stopped (SIGTERM/SIGINT).",
     )
     parser.add_argument("sagas", nargs="+", metavar="MODULE:ATTRIBUTE",
@@ -66,8 +70,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "else SAGA_DSN)")
     parser.add_argument("--drain", action="store_true",
                         help="run everything due, then exit (for cron)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--schema", type=schema_name,
+                        help="schema of the sagas that name none in their code (default: "
+                        "SAGA_SCHEMA, else saga)")
+    parser.add_argument("--log-level", default="INFO", type=log_level,
+                        help="debug, info, warning or error, in any case (default info)")
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
                         help="text lines, or one JSON object per line (default text)")
     parser.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
@@ -80,6 +87,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"seconds in-flight steps get to finish on stop (default {GRACE:g})")
     parser.add_argument("--claim-batch", type=int, default=CLAIM_BATCH,
                         help=f"due rows a worker thread claims at once (default {CLAIM_BATCH})")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, prog: str = "python -m saga.worker"
+               ) -> argparse.Namespace:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -93,19 +106,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m saga.worker") -> int:
+    try:
+        args = parse_args(argv, prog)
+    except SystemExit as e:  # a usage error (2), --help (0)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if args.log_format == "json"
         else ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level, handlers=[handler])
     try:
-        sagas = load_sagas(args.sagas)
+        with default_schema(args.schema):
+            sagas = load_sagas(args.sagas)
     except StartupError as e:
         logging.getLogger(__name__).debug("cannot load the sagas", exc_info=e.__cause__)
-        print(f"saga.worker: error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as e:  # a bad SAGA_SCHEMA, while a module made its Saga
+        print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
+        return EXIT_FAILED
+    _warn_about_schemas(sagas, args.schema)
     try:
         _connect(sagas, args.dsn)
         runner = Runner(sagas, workers=args.workers, heartbeat_timeout=args.heartbeat_timeout,
@@ -114,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.monotonic()
         stats = runner.run(drain=args.drain)
     except (StartupError, SagaException, ValueError, ConnectionError) as e:
-        print(f"saga.worker: error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         for s in sagas:
@@ -122,6 +143,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.drain:
         print(f"drained: {stats.summary()} in {time.monotonic() - started:.1f}s", flush=True)
     return EXIT_FAILED if runner.aborted else EXIT_OK
+
+
+@contextmanager
+def default_schema(schema: str | None) -> Iterator[None]:
+    """While the sagas' modules are imported, make *schema* (`--schema`) the one a `Saga`
+    that names none takes: it reads SAGA_SCHEMA when it is made. A schema written in
+    the code stays: the application that starts the instances uses that code too."""
+    if schema is None:
+        yield
+        return
+    before = os.environ.get("SAGA_SCHEMA")
+    os.environ["SAGA_SCHEMA"] = schema
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SAGA_SCHEMA"]
+        else:
+            os.environ["SAGA_SCHEMA"] = before
+
+
+def _warn_about_schemas(sagas: list[Saga], schema: str | None) -> None:
+    for s in sagas:
+        if schema is not None and s.schema != schema:
+            logging.getLogger(__name__).warning(
+                "saga %s keeps schema %s, which its code names (--schema %s is for the "
+                "sagas that name none)", s.name, s.schema, schema,
+                extra={"action": "schema_kept", "saga": s.name})
 
 
 def _connect(sagas: list[Saga], dsn: str | None) -> None:

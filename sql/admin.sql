@@ -100,6 +100,21 @@ WITH deleted AS (
     RETURNING id)
 SELECT count(*), max(id) FROM deleted;
 
+-- name: error_instances
+-- The next `batch` ERROR instances past row id `after` that match, for a bulk retry (each
+-- then replayed by retry_instance, the API's own statement). Walks the primary key.
+SELECT id, name, instance_id
+  FROM {schema}.instance
+ WHERE status = 3 AND id > %(after)s
+   AND (%(saga)s::text IS NULL OR name = %(saga)s)
+   AND (%(step)s::text IS NULL OR step = %(step)s)
+   AND (%(older)s::float8 IS NULL
+        OR updated_at < statement_timestamp() - make_interval(secs => %(older)s::float8))
+   AND (%(newer)s::float8 IS NULL
+        OR updated_at >= statement_timestamp() - make_interval(secs => %(newer)s::float8))
+ ORDER BY id
+ LIMIT %(batch)s;
+
 -- name: limit_usage
 -- Per limit that a live runner enforces (the newest runner's declaration of each): its
 -- slots in use (RUNNING rows claimed under limits, of its steps; for a rate, the starts

@@ -151,7 +151,7 @@ def test_show_an_ambiguous_or_unknown_instance_fails(
                           (["--id", "999999"], "no instance has row id 999999")]:
         result = admin("show", *args)
         assert (result.code, result.out) == (1, "")
-        assert result.err.strip() == f"saga show: error: {message}"
+        assert result.err.strip() == f"pgsaga: error: {message}"
 
 
 # -- stats ----------------------------------------------------------------------------------
@@ -328,9 +328,9 @@ def test_the_process_exits_1_without_tables_and_hints_at_migrate(dsn: str, schem
     assert done.returncode == 1
     assert done.stdout == ""
     [line] = done.stderr.splitlines()
-    assert line.startswith(f"saga stats: error: the saga tables are missing from schema "
+    assert line.startswith(f"pgsaga: error: the saga tables are missing from schema "
                            f"'{schema}'")
-    assert line.endswith("run `python -m saga migrate`")
+    assert line.endswith(f"run `python -m saga migrate --schema {schema}`")
 
 
 def test_the_process_never_shows_the_password() -> None:
@@ -339,7 +339,7 @@ def test_the_process_never_shows_the_password() -> None:
     assert done.returncode == 1
     assert "s3cret" not in done.stdout + done.stderr
     [line] = done.stderr.splitlines()
-    assert line.startswith("saga list: error: cannot connect to host=127.0.0.1 port=1")
+    assert line.startswith("pgsaga: error: cannot connect to host=127.0.0.1 port=1")
 
 
 @pytest.mark.parametrize(
@@ -353,7 +353,7 @@ def test_a_malformed_dsn_fails_without_showing_the_password(
     assert main(["show", "x", "--dsn", bad_dsn]) == 1
     captured = capsys.readouterr()
     assert "s3cret" not in captured.out + captured.err
-    assert captured.err.startswith("saga show: error: ")
+    assert captured.err.startswith("pgsaga: error: ")
 
 
 def test_the_process_usage_and_help(dsn: str) -> None:

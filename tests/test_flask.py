@@ -3,7 +3,11 @@ with a worker running its saga."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +111,32 @@ def test_a_step_that_fails_for_good_shows_its_error(client: FlaskClient, saga: S
     saga.run(workers=1, drain=True)
     shown = show(client, "p-0")
     assert (shown["status"], shown["error"]) == (Status.ERROR.name, "cannot charge 0")
+
+
+def test_the_app_and_its_worker_module_read_the_same_schema(
+    dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bug: the docstring said SAGA_SCHEMA came from the environment; it was "saga"."""
+    monkeypatch.setenv("SAGA_DSN", dsn)
+    monkeypatch.setenv("SAGA_SCHEMA", schema)
+    app = create_app({"TESTING": True})
+    try:
+        app_saga: Saga = app.extensions["saga"]
+        assert app_saga.schema == schema
+        app_saga.init_db()
+        app.test_client().post("/payments", json={"id": "p-9", "amount": 5})
+    finally:
+        app.extensions["saga"].close()
+    # The worker's module, on the same schema through SAGA_SCHEMA or --schema (--drain
+    # runs the charge; the gateway's reply then waits, delayed).
+    env = {k: v for k, v in os.environ.items() if k != "SAGA_SCHEMA"}
+    for options, environ in (([], {**env, "SAGA_SCHEMA": schema}), (["--schema", schema], env)):
+        done = subprocess.run(
+            [sys.executable, "-m", "saga.worker", "examples.flask_app.sagas:saga", "--drain",
+             *options], env=environ, cwd=Path(__file__).parents[1], capture_output=True,
+            text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert f"schema {schema}" in done.stderr  # the startup line
+    db = Db(dsn, schema)
+    assert db.row("p-9")["step"] == "gateway_reply"
+    db.close()

@@ -46,9 +46,11 @@ def buffers(plan: dict[str, Any]) -> int:
 
 def explain_claim(saga: Saga, db: Db, after: str | None) -> tuple[int, list[Any]]:
     """The buffers one claim of up to 8 rows touched, and the instances it claimed
-    (rolled back: each call sees the same table)."""
+    (rolled back: each call sees the same table). With generic plans, as a worker
+    thread's connection has them (the function's statements are planned once)."""
     spec = saga.spec()
     with db.conn.transaction(force_rollback=True):
+        db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         [(plan,)] = db.rows(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM {s}.claim_limited("
             "'plan', 'me', ARRAY['one'], 8, %s::jsonb, %s)", spec.limits_json, after)

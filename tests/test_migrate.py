@@ -215,7 +215,7 @@ def test_cli_migrate_with_an_unreachable_database() -> None:
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr  # one line, no traceback
-    assert lines[0].startswith("saga migrate: error: cannot connect to")
+    assert lines[0].startswith("pgsaga: error: cannot connect to")
     assert "host=127.0.0.1 port=1 dbname=x user=u" in lines[0]
 
 

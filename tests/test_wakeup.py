@@ -1,12 +1,19 @@
 """`saga.lane.Wakeup`: wake at most the threads asked for, never keep a wake-up for a
-busy thread, and never let a thread sleep through one that came while it looked."""
+busy thread, and never let a thread sleep through one that came while it looked; and
+the worker thread's own connection (`saga.loop.WorkLoop`)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
+import psycopg
+
+from saga import Saga, Status
 from saga.lane import Wakeup
+from saga.loop import WorkLoop
+from saga.runner import Runner
 from tests.helpers import wait_until
 
 
@@ -68,3 +75,31 @@ def test_a_wake_up_while_every_thread_is_busy_is_not_kept() -> None:
     began = time.monotonic()
     wakeup.wait(0.3, token)
     assert time.monotonic() - began >= 0.25
+
+
+def test_a_worker_threads_connection_plans_generically_and_only_while_it_holds_it(
+    saga: Saga,
+) -> None:
+    seen: list[str] = []
+
+    @saga.step
+    def look(input: object, *, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT current_setting('plan_cache_mode')").fetchone()
+        assert row is not None
+        seen.append(row[0])
+
+    saga.start("x", look)
+    runner = Runner([saga], workers=1)
+    crew = runner._crew
+    crew.lanes[:] = runner._make_lanes()
+    loop = WorkLoop(crew, drain=True)
+    [lent] = loop._lent.values()
+    setting = lent.get().execute("SELECT current_setting('plan_cache_mode')").fetchone()
+    assert setting == ("force_generic_plan",)
+    with crew.lanes[0].pool.connection() as conn, conn.transaction():
+        crew.lanes[0].heartbeat.register(conn)
+    loop.run()  # drains, then gives its connection back
+    assert seen == ["auto"]  # a conn step's own statements plan as the server would
+    with saga.pool.connection() as conn:
+        assert conn.execute("SELECT current_setting('plan_cache_mode')").fetchone() == ("auto",)
+    assert saga.get("x").status is Status.COMPLETE

@@ -207,7 +207,7 @@ def test_a_bad_target_is_a_usage_error(
 
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("saga.worker: error: ")
+    assert line.startswith("pgsaga: error: ")
     assert message in line
     assert result.stdout == ""
 
@@ -228,7 +228,7 @@ def test_an_unreachable_database_fails_without_showing_the_password(schema: str)
 
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("saga.worker: error: cannot connect to ")
+    assert line.startswith("pgsaga: error: cannot connect to ")
     assert "127.0.0.1" in line
     assert "s3cret" not in result.stdout + result.stderr
 
@@ -243,7 +243,7 @@ def test_a_malformed_dsn_fails_without_showing_the_password(schema: str, bad_dsn
 
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("saga.worker: error: ")
+    assert line.startswith("pgsaga: error: ")
     assert "s3cret" not in result.stdout + result.stderr
 
 
@@ -252,8 +252,8 @@ def test_missing_tables_fail_with_a_hint_to_migrate(dsn: str, schema: str) -> No
 
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("saga.worker: error: the saga tables are missing")
-    assert "python -m saga migrate" in line
+    assert line.startswith("pgsaga: error: the saga tables are missing")
+    assert line.endswith(f"run saga.init_db() or `python -m saga migrate --schema {schema}`")
 
 
 def test_no_database_at_all_fails(schema: str) -> None:
@@ -261,7 +261,7 @@ def test_no_database_at_all_fails(schema: str) -> None:
 
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
-    assert line == ("saga.worker: error: saga 'chain' has no database: "
+    assert line == ("pgsaga: error: saga 'chain' has no database: "
                     "pass --dsn or set SAGA_DSN")
 
 

@@ -10,6 +10,9 @@
     curl localhost:8000/orders/1/
     curl -d '{"status": "paid"}' localhost:8000/orders/1/payment/
 
+`shop/tasks.py` has a background task on Django's tasks framework (`TASKS` in the
+settings; `python -m examples.django_app.manage saga_worker` runs it).
+
 `shop.views.create_order` writes an `Order` and starts its saga in one
 `transaction.atomic()` block, on Django's own connection
 (`saga.contrib.django.connection()`): both commit, or neither. `sagas.py` holds the

@@ -1,6 +1,6 @@
 """The order saga: reserve the order, then wait for the payment gateway's webhook.
 
-    SAGA_DSN=postgresql://app@db/app python -m saga.worker examples.django_app.sagas:saga
+    SAGA_DSN=postgresql://app@db/app pgsaga worker examples.django_app.sagas:saga
 
 The views start it (`reserve`) and feed it the webhook's verdict (`payment`). This module
 does not import Django, so the worker needs no `django.setup()`: the steps write the
@@ -10,7 +10,6 @@ outcome, so each change of an order's status happens exactly once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,9 @@ import psycopg
 
 from saga import Saga
 
-# SAGA_SCHEMA: the schema of the saga tables, if not "saga" (the tests use their own).
-saga = Saga("order", schema=os.environ.get("SAGA_SCHEMA", "saga"))
+# The database is SAGA_DSN and the schema SAGA_SCHEMA (else "saga"), as in the Flask
+# example: the web processes and the worker read the same environment.
+saga = Saga("order")
 
 PAYMENT_TIMEOUT = 15 * 60.0  # seconds the gateway has to confirm, then the order is cancelled
 

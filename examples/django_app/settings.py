@@ -25,7 +25,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "not-secret: set DJANGO_SECRET_
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 
-INSTALLED_APPS = ["examples.django_app.shop"]
+INSTALLED_APPS = ["examples.django_app.shop", "saga.contrib.django_tasks"]
 MIDDLEWARE: list[str] = []  # a JSON API without sessions or CSRF cookies
 ROOT_URLCONF = "examples.django_app.urls"
 
@@ -35,3 +35,12 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 SHOP_MAX_OPEN_ORDERS = 3  # per customer: one more is refused, after its saga has started
+
+# Django's tasks framework on pgsaga (shop/tasks.py): tasks are rows of the saga tables,
+# enqueued on the `default` connection, so in a view's transaction.
+TASKS = {
+    "default": {
+        "BACKEND": "saga.contrib.django_tasks.Backend",
+        "OPTIONS": {"SCHEMA": os.environ.get("SAGA_SCHEMA", "saga"), "MAX_ATTEMPTS": 5},
+    }
+}

@@ -21,9 +21,11 @@ views = Blueprint("payments", __name__)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Make the app; SAGA_DSN and SAGA_SCHEMA come from *config*, else the environment."""
+    """Make the app; SAGA_DSN and SAGA_SCHEMA come from *config*, else the environment
+    (a schema left unset is the library's default: SAGA_SCHEMA, else "saga")."""
     app = Flask(__name__)
-    app.config.from_mapping(SAGA_DSN=os.environ.get("SAGA_DSN"), SAGA_SCHEMA="saga")
+    app.config.from_mapping(SAGA_DSN=os.environ.get("SAGA_DSN"),
+                            SAGA_SCHEMA=os.environ.get("SAGA_SCHEMA"))
     app.config.from_mapping(config or {})
     saga = make_saga(app.config["SAGA_DSN"], schema=app.config["SAGA_SCHEMA"])
     saga.pool  # noqa: B018  open it now, once per process (after the fork, for gunicorn)

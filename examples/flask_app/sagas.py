@@ -1,10 +1,11 @@
 """The payment saga: ask the gateway to charge, then wait for its webhook (or give up).
 
-    SAGA_DSN=postgresql://app@db/app python -m saga.worker examples.flask_app.sagas:saga
+    SAGA_DSN=postgresql://app@db/app pgsaga worker examples.flask_app.sagas:saga
 
 The steps are defined in `make_saga()`, so that the app factory can make its own `Saga`
 on the database and schema of its config; `saga` is the one the worker imports (its
-database is SAGA_DSN). Views name the steps: `saga.start(id, "charge", ...)`.
+database is SAGA_DSN, its schema SAGA_SCHEMA, else "saga": the app's, when both
+processes have the same environment). Views name the steps: `saga.start(id, "charge", ...)`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ class Payment:
     currency: str = "EUR"
 
 
-def make_saga(dsn: str | None = None, *, schema: str = "saga") -> Saga:
-    """The payment saga on *dsn* (None: SAGA_DSN, read when its pool first opens)."""
+def make_saga(dsn: str | None = None, *, schema: str | None = None) -> Saga:
+    """The payment saga on *dsn* (None: SAGA_DSN, read when its pool first opens) and
+    *schema* (None: SAGA_SCHEMA, else "saga")."""
     saga = Saga("payment", dsn, schema=schema)
 
     @saga.step

@@ -1,5 +1,9 @@
-"""The admin CLI, `python -m saga COMMAND`: inspect and steer the instances of a schema.
+"""The command line, `pgsaga COMMAND` (`python -m saga COMMAND`): inspect and steer the
+instances of a schema, and hand `worker` over to `saga.worker`.
 
-`cli` parses the arguments and runs the commands, `queries` runs `sql/admin.sql`, and
-`output` prints aligned tables or JSON. Nothing in the library imports this package.
+`cli` holds the table of commands and runs them, `arguments` the parser and argument
+types both command lines share, `commands` and `steering` the commands (reading and
+maintenance; changing instances through the `Saga` API), `queries` runs
+`sql/admin.sql`, and `output` prints aligned tables, JSON and progress. The library
+never imports this package; only the worker's command line uses `arguments`.
 """

@@ -5,19 +5,22 @@ the DSN, and returns what to print (a table or JSON); it raises `CommandError` t
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Final
 
 import psycopg
 
-from ..core import Saga
 from ..migrate import migrate as apply_migrations
 from ..records import Status
 from .output import (
+    Progress,
     age,
     cell,
     jsonable_instance,
+    note,
     one_line,
     pretty_json,
     record,
@@ -35,6 +38,9 @@ LIST_COLUMNS = ("id", "saga", "instance", "step", "status", "attempts", "run_aft
                 "updated_at", "error")
 
 
+WATCH_INTERVAL: Final = 2.0  # seconds between two reports of `stats --watch`
+
+
 class CommandError(Exception):
     """A command could not do what was asked (not found, a conflict): exit 1."""
 
@@ -48,8 +54,11 @@ def list_instances(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
     filters = Filters(saga=args.saga, step=args.step, older=args.older_than,
                       newer=args.newer_than, limit=args.limit,
                       statuses=None if args.status is None else [int(s) for s in args.status])
-    rows = [{**row, "error": one_line(row["error"])}
-            for row in AdminStore(args.schema).instances(conn, filters)]
+    found = AdminStore(args.schema).instances(conn, filters._replace(limit=args.limit + 1))
+    rows = [{**row, "error": one_line(row["error"])} for row in found[:args.limit]]
+    if len(found) > args.limit:  # one more than asked for: there are more
+        note(f"(the {args.limit} most recently updated of more that match: raise --limit, "
+             "or narrow with --saga, --status, --step, --older-than or --newer-than)")
     if args.json:
         return to_json([jsonable_instance(row) for row in rows])
     if not rows:
@@ -103,9 +112,35 @@ def find_one(store: AdminStore, conn: Conn, instance: str | None, saga: str | No
 
 def stats(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
     """`stats`: counts, backlog and lag per saga, the runners, and the orphaned due rows
-    (due rows of a step that no live runner serves), all from one snapshot."""
+    (due rows of a step that no live runner serves), all from one snapshot; with
+    --watch or --interval, again every interval until Ctrl-C (or --count times)."""
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    if args.interval is None and not args.watch:
+        return stats_once(args, conn)
+    interval = args.interval or WATCH_INTERVAL
+    terminal = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            text = stats_once(args, conn, compact=args.json)
+            if terminal and not args.json:  # redraw in place, like `watch`
+                sys.stdout.write("\x1b[H\x1b[2J")
+            if not args.json:
+                text = (f"every {interval:g}s, {when(datetime.now(timezone.utc))} "
+                        f"(Ctrl-C to stop)\n\n{text}\n")
+            print(text, flush=True)
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                return ""
+            threading.Event().wait(interval)
+    except KeyboardInterrupt:
+        return ""
+
+
+def stats_once(args: argparse.Namespace, conn: Conn, *, compact: bool = False) -> str:
+    """One `stats` report, from one snapshot: tables, or JSON (on one line if *compact*,
+    for the JSON lines of --watch)."""
     with conn.transaction():
         found = AdminStore(args.schema).stats(conn)
     sagas: dict[str, dict[str, Any]] = {}
@@ -123,7 +158,8 @@ def stats(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
               for n, limit, used, waiting in found.limits]
     if args.json:
         return to_json({"sagas": list(sagas.values()), "runners": runners,
-                        "orphaned": orphaned, "limits": limits})
+                        "orphaned": orphaned, "limits": limits},
+                       indent=None if compact else 2)
     return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, limits))
 
 
@@ -153,39 +189,6 @@ def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
     return sections
 
 
-# -- steering -------------------------------------------------------------------------------
-
-
-def retry(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
-    """`retry`: an ERROR instance goes back to PENDING at its step (`Saga.retry`)."""
-    return _steer(args, conn, dsn, Saga.retry)
-
-
-def cancel(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
-    """`cancel`: a PENDING instance is CANCELLED, a RUNNING one at its step boundary
-    (`Saga.cancel`)."""
-    return _steer(args, conn, dsn, Saga.cancel)
-
-
-def _steer(args: argparse.Namespace, conn: Conn, dsn: str,
-           action: Callable[..., None]) -> str:
-    """Run a `Saga` method on the instance, and report the row as it is then.
-
-    The saga has no steps: these methods need none. It runs on *conn*, so no pool opens.
-    """
-    with Saga(args.saga, dsn, schema=args.schema) as saga, conn.transaction():
-        action(saga, args.instance, conn=conn)  # SagaNotFound, ConcurrencyException: exit 1
-        [row] = AdminStore(args.schema).find(conn, args.instance, args.saga)
-    if args.json:
-        return to_json({key: value for key, value in jsonable_instance(row).items()
-                        if key not in ("input", "state")})
-    status = Status(row["status"])
-    what = f"instance {args.instance!r} of saga {args.saga!r}"
-    if status == Status.RUNNING and row.get("cancel_requested"):
-        return f"{what}: cancel requested; its runner ends it at the step boundary"
-    return f"{what} is now {status.name} at step {row['step']!r}"
-
-
 # -- maintenance ----------------------------------------------------------------------------
 
 
@@ -199,15 +202,19 @@ def purge(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
         count = store.purge_count(conn, codes, cutoff, args.saga)
     else:
         count = after = 0
+        progress = Progress()
         try:
             while True:
                 deleted, after = store.purge_batch(conn, codes, cutoff, args.saga,
                                                    args.batch, after)
                 count += deleted
+                progress.update(f"deleted {count} instance(s)...")
                 if deleted < args.batch:  # the end: what is left is locked by others
                     break
         except KeyboardInterrupt:
             raise CommandError(f"interrupted: {count} instance(s) deleted before") from None
+        finally:
+            progress.done()
     names = [s.name.lower() for s in args.status]
     if args.json:
         return to_json({"count": count, "dry_run": args.dry_run, "statuses": names,

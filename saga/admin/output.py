@@ -6,10 +6,12 @@ the same numbers.
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from ..records import Status
 
@@ -92,10 +94,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """An aligned text table: a header line, then one line per row; numbers to the right."""
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float | Decimal)
-                                  and not isinstance(r[i], bool)
-                                  for r in rows if r[i] is not None)
-               for i in range(len(headers))]
+    numeric = [_numeric([r[i] for r in rows if r[i] is not None]) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w)
@@ -103,6 +102,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(list(headers)), *(line(r) for r in cells)])
+
+
+def _numeric(values: Sequence[object]) -> bool:
+    """True if a column of these (non-NULL) values holds numbers only: right-aligned.
+    A column without any value is not (all() of nothing is true: it was, once)."""
+    return bool(values) and all(isinstance(v, int | float | Decimal) and not isinstance(v, bool)
+                                for v in values)
 
 
 def record(fields: Sequence[tuple[str, str]]) -> str:
@@ -124,9 +130,9 @@ def pretty_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=_default)
 
 
-def to_json(value: object) -> str:
+def to_json(value: object, indent: int | None = 2) -> str:
     """The whole output of a command in `--json` mode: one JSON document."""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=_default)
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_default)
 
 
 def jsonable_instance(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,3 +158,40 @@ def _default(value: object) -> object:
     if isinstance(value, Decimal):
         return float(value)
     raise TypeError(f"cannot show {type(value).__name__} as JSON")
+
+
+def note(text: str) -> None:
+    """A remark beside the output (a truncated list): on stderr, so that stdout stays the
+    table or JSON a script reads."""
+    print(text, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """One line of progress for a long command, redrawn in place on a terminal (at most
+    a few times a second); nothing at all when stderr is piped or redirected."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 0.2) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
+        self.every = every
+        self._shown = 0.0
+        self._width = 0
+
+    def __repr__(self) -> str:
+        return f"<Progress enabled={self.enabled}>"
+
+    def update(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._shown < self.every):
+            return
+        self._shown = now
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def done(self) -> None:
+        """Erase the line, before the command prints its result."""
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0

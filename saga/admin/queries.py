@@ -95,6 +95,13 @@ class AdminStore:
                     in self._tuples(conn, "limit_usage", {})],
         )
 
+    def error_instances(self, conn: Conn, filters: Filters, after: int,
+                        batch: int) -> list[tuple[int, str, str]]:
+        """The next *batch* ERROR instances past row id *after* that match *filters*
+        (its statuses and limit aside): (row id, saga name, instance id)."""
+        params = {**filters._asdict(), "after": after, "batch": batch}
+        return [(int(i), n, inst) for i, n, inst in self._tuples(conn, "error_instances", params)]
+
     # -- purging ------------------------------------------------------------------------
 
     def purge_cutoff(self, conn: Conn, older: float) -> datetime:
