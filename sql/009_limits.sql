@@ -44,7 +44,7 @@ ALTER TABLE {schema}.runner ADD COLUMN limits jsonb NOT NULL DEFAULT '{{}}';
 -- snapshot, so the count sees every claim committed by the previous holder of the lock
 -- (locks are released after the commit is visible). A single statement could not: its
 -- snapshot would predate the lock wait. Step-wide limits (running, rate) are waited for,
--- always in the same order (steps, then limit ids, sorted), so claimers never deadlock;
+-- all of them first, in limit id order, so claimers never deadlock;
 -- per-key locks are only tried: a key another claimer is looking at is skipped (it
 -- takes that key's free slot). No session-level lock: this works through a pooler in
 -- transaction mode. The locks and the rows' FOR UPDATE all end at the claim's commit.
@@ -74,13 +74,21 @@ DECLARE
     v_ok boolean;
     v_salt text := '{schema}' || chr(31) || p_name || chr(31);
 BEGIN
+    -- Every step-wide limit of these steps is locked first, in id order: one order for
+    -- every claimer, whatever steps each serves, so that no two wait on each other.
+    FOR v_lim IN SELECT l FROM jsonb_array_elements(p_limits) AS l
+                  WHERE l ->> 'kind' <> 'key'
+                    AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(l -> 'steps') AS t
+                                 WHERE t = ANY(p_steps))
+                  ORDER BY l ->> 'id' LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended(v_salt || (v_lim ->> 'id'), 0));
+    END LOOP;
     FOREACH v_step IN ARRAY (SELECT array_agg(s ORDER BY s) FROM unnest(p_steps) AS s) LOOP
         EXIT WHEN v_left <= 0;
         v_allow := v_left;
         FOR v_lim IN SELECT l FROM jsonb_array_elements(p_limits) AS l
                       WHERE l ->> 'kind' <> 'key' AND l -> 'steps' ? v_step
                       ORDER BY l ->> 'id' LOOP
-            PERFORM pg_advisory_xact_lock(hashtextextended(v_salt || (v_lim ->> 'id'), 0));
             IF v_lim ->> 'kind' = 'running' THEN
                 SELECT (v_lim ->> 'n')::int - count(*) INTO v_free
                   FROM {schema}.instance AS i
