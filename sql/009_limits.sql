@@ -72,7 +72,10 @@ DECLARE
     v_taken int;               -- rows of this step claimed
     v_head text;
     v_ok boolean;
-    v_salt text := '{schema}' || chr(31) || p_name || chr(31);
+    -- The advisory lock keys: by saga name and limit (and key). Sagas of one name in
+    -- two schemas of a database share them: they may wait on each other, never count
+    -- each other's rows.
+    v_salt text := 'pgsaga' || chr(31) || p_name || chr(31);
 BEGIN
     -- Every step-wide limit of these steps is locked first, in id order: one order for
     -- every claimer, whatever steps each serves, so that no two wait on each other.

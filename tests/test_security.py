@@ -327,6 +327,7 @@ RUNTIME_GRANTS = (
     "GRANT USAGE ON SCHEMA {s} TO {r}",
     "GRANT SELECT, INSERT, UPDATE ON {s}.instance TO {r}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.runner TO {r}",
+    "GRANT SELECT, INSERT, DELETE ON {s}.limit_start TO {r}",
     "GRANT SELECT ON {s}.migration TO {r}",
     "GRANT USAGE ON SEQUENCE {s}.instance_id_seq TO {r}",
 )
