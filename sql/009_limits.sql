@@ -142,7 +142,8 @@ BEGIN
              WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
                AND d.run_after <= statement_timestamp()
              ORDER BY d.run_after LIMIT 1;
-            IF FOUND AND v_head IS NULL THEN
+            CONTINUE WHEN NOT FOUND;  -- nothing of this step is due: no key to visit
+            IF v_head IS NULL THEN
                 RETURN QUERY
                 WITH c AS (
                     UPDATE {schema}.instance AS i
