@@ -66,8 +66,10 @@ DECLARE
     v_wait float8;             -- seconds until a rate window lets a start through
     v_keylims jsonb;
     v_key text;
-    v_next text;
-    v_wrapped boolean;
+    v_sat text[];              -- keys full at the first look (see below)
+    v_pass int;
+    v_from text;               -- a pass visits the keys > v_from (and <= v_to)
+    v_to text;
     v_got int;
     v_taken int;               -- rows of this step claimed
     v_head text;
@@ -161,63 +163,74 @@ BEGIN
                        NULL::float8 FROM c;
                 GET DIAGNOSTICS v_taken = ROW_COUNT;
             END IF;
-            v_key := p_after;
-            v_wrapped := p_after IS NULL;
-            LOOP
-                EXIT WHEN v_allow - v_taken <= 0;
-                -- The next key with PENDING rows of this step: one descent of
-                -- instance_key_due_idx, past every row of the key before it. (Two
-                -- statements: "v_key IS NULL OR key > v_key" would make a generic
-                -- plan scan the step's whole range.)
-                IF v_key IS NULL THEN
-                    SELECT min(d.key) INTO v_next FROM {schema}.instance AS d
-                     WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
-                       AND d.key IS NOT NULL;
-                ELSE
-                    SELECT min(d.key) INTO v_next FROM {schema}.instance AS d
-                     WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
-                       AND d.key > v_key;
-                END IF;
-                IF v_next IS NULL THEN
-                    EXIT WHEN v_wrapped;
-                    v_wrapped := true;
-                    v_key := NULL;
-                    CONTINUE;
-                END IF;
-                -- The second pass (from the first key) ends past where the first began.
-                EXIT WHEN v_wrapped AND p_after IS NOT NULL AND v_next > p_after;
-                v_key := v_next;
-                v_free := v_allow - v_taken;
-                v_ok := true;
-                FOR v_lim IN SELECT l FROM jsonb_array_elements(v_keylims) AS l LOOP
-                    IF NOT pg_try_advisory_xact_lock(hashtextextended(
-                            v_salt || (v_lim ->> 'id') || chr(31) || v_key, 0)) THEN
-                        v_ok := false;
-                        EXIT;
-                    END IF;
-                    SELECT least(v_free, (v_lim ->> 'n')::int - count(*)) INTO v_free
-                      FROM {schema}.instance AS i
-                     WHERE i.status = 1 AND i.limited AND i.name = p_name AND i.key = v_key
-                       AND i.step IN (SELECT jsonb_array_elements_text(v_lim -> 'steps'));
+            -- Keys whose slots were all taken in this statement's first look: passed
+            -- without a lock or a count. Only a hint (a slot freed since is left to the
+            -- thread that freed it, which claims again at once); a key not in it is
+            -- locked and counted before anything of it is claimed.
+            v_sat := ARRAY(
+                SELECT r.key FROM jsonb_array_elements(v_keylims) AS l
+                 CROSS JOIN LATERAL (
+                       SELECT i.key FROM {schema}.instance AS i
+                        WHERE i.status = 1 AND i.limited AND i.name = p_name
+                          AND i.key IS NOT NULL
+                          AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps'))
+                        GROUP BY i.key HAVING count(*) >= (l ->> 'n')::int) AS r);
+            -- Two passes: the keys after p_after, then from the first key up to p_after.
+            FOR v_pass IN 1..2 LOOP
+                EXIT WHEN v_allow - v_taken <= 0 OR (v_pass = 2 AND p_after IS NULL);
+                v_from := CASE WHEN v_pass = 1 THEN coalesce(p_after, '') ELSE '' END;
+                v_to := CASE WHEN v_pass = 2 THEN p_after END;
+                -- The keys with PENDING rows of this step, in order: a loose index scan
+                -- of instance_key_due_idx, one descent per key however many rows wait
+                -- behind it, evaluated as far as the loop reads it.
+                FOR v_key IN
+                    WITH RECURSIVE k(key) AS (
+                        SELECT (SELECT min(d.key) FROM {schema}.instance AS d
+                                 WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
+                                   AND d.key > v_from)
+                        UNION ALL
+                        SELECT (SELECT min(d.key) FROM {schema}.instance AS d
+                                 WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
+                                   AND d.key > k.key)
+                          FROM k WHERE k.key IS NOT NULL AND (v_to IS NULL OR k.key < v_to))
+                    SELECT k.key FROM k
+                     WHERE k.key IS NOT NULL AND (v_to IS NULL OR k.key <= v_to)
+                       AND k.key <> ALL(v_sat)
+                LOOP
+                    v_free := v_allow - v_taken;
+                    v_ok := true;
+                    FOR v_lim IN SELECT l FROM jsonb_array_elements(v_keylims) AS l LOOP
+                        IF NOT pg_try_advisory_xact_lock(hashtextextended(
+                                v_salt || (v_lim ->> 'id') || chr(31) || v_key, 0)) THEN
+                            v_ok := false;  -- another claimer is at this key: it takes it
+                            EXIT;
+                        END IF;
+                        SELECT least(v_free, (v_lim ->> 'n')::int - count(*)) INTO v_free
+                          FROM {schema}.instance AS i
+                         WHERE i.status = 1 AND i.limited AND i.name = p_name
+                           AND i.key = v_key
+                           AND i.step IN (SELECT jsonb_array_elements_text(v_lim -> 'steps'));
+                    END LOOP;
+                    CONTINUE WHEN NOT v_ok OR v_free <= 0;
+                    RETURN QUERY
+                    WITH c AS (
+                        UPDATE {schema}.instance AS i
+                           SET status = 1, runner_id = p_runner, attempts = i.attempts + 1,
+                               limited = true, updated_at = clock_timestamp()
+                         WHERE i.id = ANY(ARRAY(
+                                SELECT d.id FROM {schema}.instance AS d
+                                 WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
+                                   AND d.key = v_key AND d.run_after <= statement_timestamp()
+                                 ORDER BY d.run_after LIMIT v_free
+                                   FOR UPDATE SKIP LOCKED))
+                        RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text,
+                                  i.attempts, i.key)
+                    SELECT 1, c.id, c.instance_id, c.step, c.input, c.state, c.attempts,
+                           c.key, NULL::float8 FROM c;
+                    GET DIAGNOSTICS v_got = ROW_COUNT;
+                    v_taken := v_taken + v_got;
+                    EXIT WHEN v_allow - v_taken <= 0;
                 END LOOP;
-                CONTINUE WHEN NOT v_ok OR v_free <= 0;
-                RETURN QUERY
-                WITH c AS (
-                    UPDATE {schema}.instance AS i
-                       SET status = 1, runner_id = p_runner, attempts = i.attempts + 1,
-                           limited = true, updated_at = clock_timestamp()
-                     WHERE i.id = ANY(ARRAY(
-                            SELECT d.id FROM {schema}.instance AS d
-                             WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
-                               AND d.key = v_key AND d.run_after <= statement_timestamp()
-                             ORDER BY d.run_after LIMIT v_free
-                               FOR UPDATE SKIP LOCKED))
-                    RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text,
-                              i.attempts, i.key)
-                SELECT 1, c.id, c.instance_id, c.step, c.input, c.state, c.attempts, c.key,
-                       NULL::float8 FROM c;
-                GET DIAGNOSTICS v_got = ROW_COUNT;
-                v_taken := v_taken + v_got;
             END LOOP;
         END IF;
         IF v_taken > 0 THEN
