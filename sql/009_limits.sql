@@ -88,7 +88,16 @@ BEGIN
                   ORDER BY l ->> 'id' LOOP
         PERFORM pg_advisory_xact_lock(hashtextextended(v_salt || (v_lim ->> 'id'), 0));
     END LOOP;
-    FOREACH v_step IN ARRAY (SELECT array_agg(s ORDER BY s) FROM unnest(p_steps) AS s) LOOP
+    -- The steps with a due row, each with the key of its oldest due row: one look-up
+    -- for them all (a step with nothing due costs the claim nothing more).
+    FOR v_step, v_head IN
+        SELECT wanted.s, head.key FROM unnest(p_steps) AS wanted(s)
+         CROSS JOIN LATERAL (
+               SELECT d.key FROM {schema}.instance AS d
+                WHERE d.status = 0 AND d.name = p_name AND d.step = wanted.s
+                  AND d.run_after <= statement_timestamp()
+                ORDER BY d.run_after LIMIT 1) AS head
+         ORDER BY wanted.s LOOP
         EXIT WHEN v_left <= 0;
         v_allow := v_left;
         FOR v_lim IN SELECT l FROM jsonb_array_elements(p_limits) AS l
@@ -140,11 +149,6 @@ BEGIN
         ELSE
             -- Rows without a key (started before the limit was declared) are bound by
             -- no key: claimed when the oldest due row is one of them.
-            SELECT d.key INTO v_head FROM {schema}.instance AS d
-             WHERE d.status = 0 AND d.name = p_name AND d.step = v_step
-               AND d.run_after <= statement_timestamp()
-             ORDER BY d.run_after LIMIT 1;
-            CONTINUE WHEN NOT FOUND;  -- nothing of this step is due: no key to visit
             IF v_head IS NULL THEN
                 RETURN QUERY
                 WITH c AS (
