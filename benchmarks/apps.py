@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any, Final
 
+from psycopg_pool import ConnectionPool
+
 from saga import Saga
 
 SCHEMA_VAR: Final = "SAGA_BENCH_SCHEMA"
@@ -21,9 +23,11 @@ LATENCY_NAME: Final = "latency"  # the one-step saga that stamps when it begins
 STEPS: Final = ("first", "second", "third")  # what one `bench` instance runs, in order
 
 
-def build(schema: str, dsn: str | None = None) -> Saga:
-    """The `bench` saga: three no-op steps, each going on at once with the next."""
-    saga = Saga(NAME, dsn, schema=schema)
+def build(schema: str, dsn: str | None = None, *,
+          pool: ConnectionPool[Any] | None = None) -> Saga:
+    """The `bench` saga: three no-op steps, each going on at once with the next (on
+    *pool* if given, which stays the caller's to close)."""
+    saga = Saga(NAME, dsn, pool=pool, schema=schema)
 
     @saga.step
     def first(input: Any) -> object:

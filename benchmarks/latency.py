@@ -174,7 +174,8 @@ def arguments() -> argparse.ArgumentParser:
 
 def execute(db: Database, args: argparse.Namespace) -> Result:
     return run(db, trials_notify=args.trials or (50 if args.quick else TRIALS),
-               trials_poll=args.poll_trials or (10 if args.quick else POLL_TRIALS),
+               trials_poll=(args.poll_trials if args.poll_trials is not None
+                            else 10 if args.quick else POLL_TRIALS),
                threads=args.threads, poll_interval=args.poll_interval,
                results_dir=args.results)
 

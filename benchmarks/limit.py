@@ -9,6 +9,10 @@ so the table never runs dry:
 - claim_batch: the same for ten rows per transaction (ten steps per commit);
 - update: one autocommit UPDATE, the floor of one commit per step.
 
+Two more scripts start sagas without running a step (`insert`, `insert_notify`: a due row
+inserted in one autocommit statement, without and with saga's `pg_notify`); `pgbench_mix`
+runs scripts together in a given ratio (the live shape: insert 1, claim_advance 3).
+
 Every other benchmark reports its figures as a ratio to these, measured in the same
 run, since the absolute numbers depend on the machine (and on who else is using it).
 
@@ -22,7 +26,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,6 +38,10 @@ from .workers import seed
 
 SCRIPTS_DIR: Final = Path(__file__).resolve().parent / "pgbench"
 SCRIPTS: Final = {"claim_advance": 1, "claim_batch": 10, "update": 1}  # steps per transaction
+# Starts without a step (benchmarks.live and benchmarks.concurrent_start): a bare INSERT of
+# a due row, and the same with the pg_notify saga's start() sends.
+INSERTS: Final = ("insert", "insert_notify")
+STEPS_PER_TRANSACTION: Final = {**SCRIPTS, **dict.fromkeys(INSERTS, 0)}
 CLAIM: Final = "claim_advance"
 ROWS: Final = 10_000  # seeded due rows: far more than clients, so a claim never comes back empty
 SEED_NAME: Final = "pgbench"  # the saga name the scripts claim (see the .sql files)
@@ -42,6 +50,9 @@ _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 _LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 _DONE = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+_SCRIPT_TPS = re.compile(r"^SQL script \d+: (?P<file>\S+)\n(?: - .*\n)*?"
+                         r" - number of transactions actually processed: \d+ "
+                         r"\(tps = (?P<tps>[0-9.]+)\)", re.M)
 
 
 def pgbench(db: Database, schema: str, script: str, *, clients: int, duration: int,
@@ -50,22 +61,13 @@ def pgbench(db: Database, schema: str, script: str, *, clients: int, duration: i
 
     Raise `RuntimeError` with pgbench's output if it fails or any client aborts.
     """
-    binary = pgbench_path()
-    if binary is None:
-        raise RuntimeError("no pgbench: install pgsaga[embedded] or PostgreSQL's client tools")
-    threads = max(1, min(clients, os.cpu_count() or 1))
-    command = [binary, "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads),
-               "-T", str(duration), "-D", f"first={first}", "-D", f"last={last}",
-               "-f", str(SCRIPTS_DIR / f"{script}.sql"), db.dsn]
-    env = {**os.environ, "PGOPTIONS": f"-c search_path={schema}"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True,
-                          timeout=duration + 60, check=False)
-    out = done.stdout + done.stderr
+    out = _pgbench(db, schema, ["-f", str(SCRIPTS_DIR / f"{script}.sql")],
+                   clients=clients, duration=duration, first=first, last=last)
     tps, processed = _TPS.search(out), _DONE.search(out)
-    if done.returncode != 0 or tps is None or processed is None or "aborted" in out:
-        raise RuntimeError(f"pgbench {script} failed ({done.returncode}):\n{out[-3000:]}")
+    assert tps is not None  # _pgbench checked both
+    assert processed is not None
     latency, failed = _LATENCY.search(out), _FAILED.search(out)
-    per = SCRIPTS[script]
+    per = STEPS_PER_TRANSACTION[script]
     return {
         "script": script,
         "clients": clients,
@@ -76,6 +78,56 @@ def pgbench(db: Database, schema: str, script: str, *, clients: int, duration: i
         "latency_ms": float(latency.group(1)) if latency else None,
         "failed": int(failed.group(1)) if failed else 0,
     }
+
+
+def pgbench_mix(db: Database, schema: str, weights: Mapping[str, int], *, clients: int,
+                duration: int, first: int, last: int) -> dict[str, Any]:
+    """Run several scripts at once, each transaction picking one by *weights* (pgbench's
+    `-f script@weight`); return the total and each script's transactions per second.
+
+    `steps_per_s` counts the steps of the scripts that run steps (claim_advance: one per
+    transaction; an insert runs none).
+    """
+    files = [a for script, w in weights.items()
+             for a in ("-f", f"{SCRIPTS_DIR / script}.sql@{w}")]
+    out = _pgbench(db, schema, files, clients=clients, duration=duration, first=first,
+                   last=last)
+    tps = _TPS.search(out)
+    assert tps is not None  # checked by _pgbench
+    per_script = {Path(m["file"]).stem: float(m["tps"]) for m in _SCRIPT_TPS.finditer(out)}
+    if set(per_script) != set(weights):
+        raise RuntimeError(f"pgbench mix: no per-script figures in its output:\n{out[-3000:]}")
+    failed = _FAILED.search(out)
+    return {
+        "scripts": dict(weights),
+        "clients": clients,
+        "seconds": duration,
+        "tps": round(float(tps.group(1)), 1),
+        "tps_by_script": {k: round(v, 1) for k, v in per_script.items()},
+        "steps_per_s": round(sum(v * STEPS_PER_TRANSACTION[k] for k, v in per_script.items()),
+                             1),
+        "failed": int(failed.group(1)) if failed else 0,
+    }
+
+
+def _pgbench(db: Database, schema: str, files: Sequence[str], *, clients: int, duration: int,
+             first: int, last: int) -> str:
+    """Run pgbench with the script options *files*; return its output, checked."""
+    binary = pgbench_path()
+    if binary is None:
+        raise RuntimeError("no pgbench: install pgsaga[embedded] or PostgreSQL's client tools")
+    threads = max(1, min(clients, os.cpu_count() or 1))
+    command = [binary, "-n", "-M", "prepared", "-c", str(clients), "-j", str(threads),
+               "-T", str(duration), "-D", f"first={first}", "-D", f"last={last}",
+               *files, db.dsn]
+    env = {**os.environ, "PGOPTIONS": f"-c search_path={schema}"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=duration + 60, check=False)
+    out = done.stdout + done.stderr
+    if (done.returncode != 0 or _TPS.search(out) is None or _DONE.search(out) is None
+            or "aborted" in out):
+        raise RuntimeError(f"pgbench failed ({done.returncode}):\n{out[-3000:]}")
+    return out
 
 
 def measure(db: Database, *, scripts: Sequence[str] = tuple(SCRIPTS),

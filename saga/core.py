@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Final
 
 import psycopg
@@ -19,6 +20,7 @@ from .migrate import migrate
 from .pools import CONNECT_TIMEOUT, Database
 from .records import MAX_INSTANCE, MAX_NAME, Instance, Status, check_text
 from .runner import Runner
+from .schedules.spec import CATCH_UP_LIMIT, MAX_LATENESS, Schedule, declare
 from .spec import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, RetryPolicy, SagaSpec
 from .sqlfiles import check_schema
 from .steps import Delay, Step, StepFunction, delay_seconds
@@ -66,6 +68,7 @@ class Saga:
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.steps: dict[str, Step] = {}
         self.limits: tuple[Limit, ...] = ()
+        self.schedules: dict[str, Schedule] = {}
         self.store = Store(self.schema)
         self._runner: Runner | None = None
 
@@ -171,7 +174,42 @@ class Saga:
     def spec(self) -> SagaSpec:
         """What a worker needs of this saga, frozen now: name, schema, steps, codec, policy."""
         return SagaSpec(self.name, self.schema, self.steps, self.codec, self.policy,
-                        self.limits)
+                        tuple(self.schedules.values()), limits=self.limits)
+
+    def schedule(
+        self,
+        name: str,
+        step: StepRef,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        input: object = None,
+        catch_up: str = "latest",
+        catch_up_limit: int = CATCH_UP_LIMIT,
+        max_lateness: timedelta = MAX_LATENESS,
+        overlap: str = "allow",
+    ) -> Schedule:
+        """Declare schedule *name*: start an instance at *step* at each tick, `every`
+        interval or at each match of the `cron` expression in zone *tz*.
+
+        *input* is a value or a function of the tick (a datetime in *tz*). `catch_up`
+        ("latest", "skip" or "all", up to *catch_up_limit*), *max_lateness* and
+        `overlap` ("allow", "skip") are explained in saga.schedules.timing. Raise
+        `ValueError`/`TypeError` naming the schedule if anything is wrong.
+        """
+        try:
+            target = self.resolve(step)
+        except ValueError as e:
+            raise ValueError(f"schedule {name!r} of saga {self.name!r}: {e}") from None
+        if name in self.schedules:
+            raise ValueError(f"saga {self.name!r} already has a schedule named {name!r}")
+        declared = declare(self.name, name, target.name, target.encode_input, every=every,
+                           cron=cron, tz=tz, input=input, catch_up=catch_up,
+                           catch_up_limit=catch_up_limit, max_lateness=max_lateness,
+                           overlap=overlap)
+        self.schedules[name] = declared
+        return declared
 
     # -- database -----------------------------------------------------------------------
 
@@ -422,6 +460,25 @@ class Saga:
         raise ConcurrencyException(
             f"instance {instance!r} of saga {self.name!r} is {Status(found[0]).name}: "
             f"it cannot be {what}")
+
+    def pause_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Pause schedule *name*: no tick is made until `resume_schedule`. Raise
+        `SagaNotFound` if the database knows no such schedule of this saga."""
+        self._steer_schedule(name, conn, pause=True)
+
+    def resume_schedule(self, name: str, *, conn: Conn | None = None) -> None:
+        """Resume schedule *name* from now on: the ticks that fell while it was paused
+        are not made. Raise `SagaNotFound` for an unknown schedule."""
+        self._steer_schedule(name, conn, pause=False)
+
+    def _steer_schedule(self, name: str, conn: Conn | None, *, pause: bool) -> None:
+        from .schedules.store import ScheduleStore
+
+        with self._connection(conn) as c:
+            if ScheduleStore(self.schema).steer(c, self.name, name, pause=pause,
+                                                declared=list(self.schedules.values())):
+                return
+        raise SagaNotFound(f"saga {self.name!r} has no schedule {name!r}")
 
     def wait(self, instance: str, timeout: float | None = None) -> Instance:
         """Block until *instance* is COMPLETE, ERROR or CANCELLED; return its record.

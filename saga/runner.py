@@ -29,6 +29,7 @@ from .liveness import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Heartbeat
 from .loop import Crew, WorkLoop
 from .observe import Observers, StepObserver
 from .pools import dedicated
+from .schedules.ticker import Ticker
 from .spec import SagaSpec
 from .store import Store
 
@@ -108,6 +109,7 @@ class Runner:
         # lock inside an Event or a Condition, so taking any lock there can deadlock.
         self._signalled: list[int] = []
         self._done = threading.Event()  # heartbeat and listener end
+        self._tickers: list[Ticker] = []  # one per lane (saga.schedules)
 
     def __repr__(self) -> str:
         return f"<Runner {self.id!r} workers={self.workers}>"
@@ -142,6 +144,15 @@ class Runner:
                         # that may be reconnecting after an outage).
                         with conn.transaction():
                             lane.heartbeat.beat(conn, reap=True, margin=self.heartbeat_timeout)
+            # Schedules (saga.schedules): a ticker per lane; a drain makes the due ticks
+            # once, before its workers look for due rows.
+            self._tickers = [Ticker(lane.pool, lane.store.schema,
+                                    {s.name: list(s.schedules) for s in lane.specs})
+                             for lane in self._lanes]
+            if drain:
+                for lane, ticker in zip(self._lanes, self._tickers, strict=True):
+                    with lane.store.tables_required():
+                        ticker.run_once()
             logger.info("runner %s started: %d worker(s) for %s%s", self.id, self.workers,
                         ", ".join(s.name for s in self._specs), " (drain)" if drain else "",
                         extra={"action": "runner_start", "runner": self.id})
@@ -172,6 +183,8 @@ class Runner:
         if not drain:
             service += [self._thread(f"saga-listener-{i}", self._listen_loop, lane)
                         for i, lane in enumerate(self._lanes)]
+            service += [self._thread(f"saga-schedules-{i}", ticker.loop, self._stop)
+                        for i, ticker in enumerate(self._tickers)]  # schedules
         return service
 
     def stop(self) -> None:

@@ -11,6 +11,7 @@ from typing import Final
 
 from .codecs import Codec
 from .limits import Limit, encoded, runs_on
+from .schedules.spec import Schedule
 from .steps import Step
 
 MAX_ATTEMPTS: Final = 25
@@ -53,13 +54,15 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class SagaSpec:
     """One saga as the worker sees it. `steps` is a read-only copy of the registry at
-    the moment the spec was taken (see `Saga.spec()`)."""
+    the moment the spec was taken (see `Saga.spec()`); `schedules` are its declared
+    schedules (saga.schedules), which the worker's tickers make ticks of."""
 
     name: str
     schema: str
     steps: Mapping[str, Step]
     codec: Codec
     policy: RetryPolicy
+    schedules: tuple[Schedule, ...] = ()
     limits: tuple[Limit, ...] = ()
     # The limits as the claim reads them (None: no limit, the plain claim).
     limits_json: str | None = field(default=None, init=False)

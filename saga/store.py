@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import psycopg
 from psycopg import Cursor, sql
@@ -22,6 +22,8 @@ from .outcomes import Complete, Continue, Fail, Retry, Transition
 from .sqlfiles import check_schema, named_queries, render
 
 Conn = psycopg.Connection[Any]
+
+FIXED_QUERIES: Final = 256  # claim, next_due and folded texts kept per store
 
 
 class Claimed(NamedTuple):
@@ -85,8 +87,10 @@ class Store:
         # The claim, with next_due folded in; and each outcome that ends a thread's hold
         # on an instance, with the claim of what it runs next folded in. One statement,
         # one transaction instead of two (see _fold). Missing if the texts do not fit.
-        self._folded = {name: text for name in (None, "complete", "schedule", "fail")
-                        if (text := _fold(self._q, name)) is not None}
+        self._folded = {name for name in (None, "complete", "schedule", "fail")
+                        if _fold(self._q, name) is not None}
+        # The claim and next_due texts of each (query, saga, steps, limit), see `_fixed`.
+        self._fixed_q: dict[tuple[str, str, tuple[str, ...], int], str] = {}
 
     def __repr__(self) -> str:
         return f"<Store schema={self.schema!r}>"
@@ -172,10 +176,9 @@ class Store:
 
     def claim(self, conn: Conn, runner_id: str, name: str, steps: Sequence[str], limit: int,
               now: datetime | None = None) -> list[Claimed]:
-        rows = self._run(conn, "claim_due", {
-            "runner_id": runner_id, "name": name, "steps": list(steps), "limit": limit,
-            "now": now,
-        }).fetchall()
+        query = self.fixed_query("claim_due", name, steps, limit)
+        rows = conn.cursor(row_factory=tuple_row).execute(
+            query, {"runner_id": runner_id, "now": now}).fetchall()
         return [Claimed(*row) for row in rows]
 
     def claim_or_due(self, conn: Conn, claim: Claim) -> Found:
@@ -191,9 +194,34 @@ class Store:
         _, found = self._folded_run(conn, None, claim, {})
         return found
 
+    def folded_queries(self, name: str, steps: Sequence[str],
+                       limit: int = 1) -> dict[str, str]:
+        """The folded statements for saga *name*'s *steps*, by the names reports give
+        them: `claim_or_due`, and `complete+claim`, `schedule+claim`, `fail+claim`."""
+        claim = Claim("", name, steps, limit)
+        return {("claim_or_due" if q is None else f"{q}+claim"): self._folded_text(q, claim)
+                for q in sorted(self._folded, key=str)}
+
+    def _folded_text(self, query: str | None, claim: Claim) -> str:
+        """The folded statement of *query* for *claim*, made of the fixed texts of the
+        claim and next_due (see `fixed_query`), kept like them."""
+        key = (f"folded:{query}", claim.name, tuple(claim.steps), claim.limit)
+        text = self._fixed_q.get(key)
+        if text is None:
+            parts = {"claim_due": self.fixed_query("claim_due", claim.name, claim.steps,
+                                                   claim.limit),
+                     "next_due": self.fixed_query("next_due", claim.name, claim.steps)}
+            if query is not None:
+                parts[query] = self._q[query]
+            text = _fold(parts, query)
+            assert text is not None  # the shapes were checked in __init__
+            if len(self._fixed_q) < FIXED_QUERIES:
+                self._fixed_q[key] = text
+        return text
+
     def _folded_run(self, conn: Conn, query: str | None, claim: Claim,
                     params: Mapping[str, object]) -> tuple[int | None, Found]:
-        rows = conn.cursor(row_factory=tuple_row).execute(self._folded[query], {
+        rows = conn.cursor(row_factory=tuple_row).execute(self._folded_text(query, claim), {
             **params, "runner_id": claim.runner_id, "name": claim.name,
             "steps": list(claim.steps), "limit": claim.limit, "now": None,
         }).fetchall()
@@ -231,8 +259,33 @@ class Store:
 
     def next_due(self, conn: Conn, name: str, steps: Sequence[str]) -> float | None:
         """Seconds until the earliest PENDING row of these steps is due; None if none."""
-        row = self._run(conn, "next_due", {"name": name, "steps": list(steps)}).fetchone()
+        query = self.fixed_query("next_due", name, steps)
+        row = conn.cursor(row_factory=tuple_row).execute(query).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def fixed_query(self, query: str, name: str, steps: Sequence[str], limit: int = 1) -> str:
+        """The text of *query* (claim_due or next_due) with the saga *name*, its *steps* and
+        the *limit* written in as constants; the runner id and `now` stay parameters.
+
+        They are the same on every call of one worker, and as constants they let the
+        server's cached generic plan stick: with `limit` a parameter, the generic plan is
+        costed for a tenth of the due rows, and with `steps` one for ten steps, so the
+        server planned every claim afresh (as long again as running it). Written in, the
+        generic plan costs what a custom one does, and wins by the planning it saves.
+        """
+        key = (query, name, tuple(steps), limit)
+        text = self._fixed_q.get(key)
+        if text is None:
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+            text = self._q[query]
+            for param, value in (("name", name), ("steps", list(steps)), ("limit", limit)):
+                # A literal's own % would read as a placeholder: double it.
+                literal = sql.Literal(value).as_string(None).replace("%", "%%")
+                text = text.replace(f"%({param})s", literal)
+            if len(self._fixed_q) < FIXED_QUERIES:  # a bound, should names be made up
+                self._fixed_q[key] = text
+        return text
 
     # The transitions below are lease-guarded: each returns the row's new status, or None
     # if the lease was lost (nothing changed).
@@ -344,6 +397,16 @@ class Store:
     def heartbeat(self, conn: Conn, runner_id: str, timeout: float) -> bool:
         """Push this runner's expiry *timeout* seconds ahead; False if it was reaped."""
         return self._run(conn, "heartbeat", {"id": runner_id, "timeout": timeout}).rowcount > 0
+
+    def set_idle(self, conn: Conn, runner_id: str, idle: bool) -> bool:
+        """Say whether the runner has a worker thread waiting for work; the API sends its
+        NOTIFY only while some runner is idle (a new runner row is). Return whether the
+        flag changed.
+
+        Publish idle *before* the last claim ahead of a sleep, so that a start which saw
+        the runner busy has its row found by that claim (see `set_runner_idle`).
+        """
+        return self._run(conn, "set_runner_idle", {"id": runner_id, "idle": idle}).rowcount > 0
 
     def delete_runner(self, conn: Conn, runner_id: str) -> None:
         self._run(conn, "delete_runner", {"id": runner_id})

@@ -5,13 +5,15 @@
 -- Times are statement_timestamp() rather than now(), which is when the transaction began:
 -- in a caller's long transaction, or a `conn` step's, that can be long ago.
 -- Two NOTIFY channels: %(channel)s (payload: the saga name) wakes the workers when
--- something becomes due; %(done_channel)s (payload: the row id) wakes `wait()` when an
+-- something becomes due (from the API only while some runner is idle: see
+-- 006_runner_idle.sql and set_runner_idle); %(done_channel)s (payload: the row id) wakes `wait()` when an
 -- instance finishes. A cancel asked of a RUNNING row (cancel_requested) turns any
 -- transition back to PENDING, or on to the next step, into CANCELLED (4).
 
 -- name: insert_instance
--- Create a PENDING instance and wake the workers on commit; no row if it exists already
--- (ON CONFLICT rather than a unique violation, which would abort a caller's transaction).
+-- Create a PENDING instance and wake the workers on commit if one is idle; no row if it
+-- exists already (ON CONFLICT rather than a unique violation, which would abort a
+-- caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
                                    created_at, updated_at, key)
@@ -20,10 +22,12 @@ WITH created AS (
             statement_timestamp(), statement_timestamp(), %(key)s)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING id)
-SELECT id, pg_notify(%(channel)s, %(name)s) FROM created;
+SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
+                THEN pg_notify(%(channel)s, %(name)s) END
+  FROM created;
 
 -- name: call_instance
--- Replace the next step and input of a PENDING instance and wake the workers on commit;
+-- Replace the next step and input of a PENDING instance and wake an idle worker on commit;
 -- unless an earlier call's step has not finished yet (`called`): that call must not be
 -- lost, so this one is refused. The step's successful end clears `called`.
 WITH called AS (
@@ -32,7 +36,9 @@ WITH called AS (
            run_after = statement_timestamp() + make_interval(secs => %(delay)s), updated_at = statement_timestamp()
      WHERE name = %(name)s AND instance_id = %(instance)s AND status = 0 AND NOT called
     RETURNING id)
-SELECT id, pg_notify(%(channel)s, %(name)s) FROM called;
+SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
+                THEN pg_notify(%(channel)s, %(name)s) END
+  FROM called;
 
 -- name: instance_status
 SELECT status, called FROM {schema}.instance
@@ -40,8 +46,8 @@ SELECT status, called FROM {schema}.instance
 
 -- name: insert_many
 -- Create PENDING instances from parallel arrays in one statement, skipping those that
--- exist; return the ids created, and wake the workers once. `keys` is NULL (no keys) or
--- one concurrency key per instance.
+-- exist; return the ids created, and wake the workers once (if one is idle). `keys` is
+-- NULL (no keys) or one concurrency key per instance.
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
                                    created_at, updated_at, key)
@@ -53,7 +59,8 @@ WITH created AS (
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id)
 SELECT coalesce(array_agg(instance_id), '{{}}'),
-       CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, %(name)s) END
+       CASE WHEN count(*) > 0 AND EXISTS (SELECT FROM {schema}.runner WHERE idle)
+            THEN pg_notify(%(channel)s, %(name)s) END
   FROM created;
 
 -- name: get_instance
@@ -83,14 +90,17 @@ cancelled AS (
 SELECT was, CASE WHEN was = 0 THEN pg_notify(%(done_channel)s, id::text) END FROM cancelled;
 
 -- name: retry_instance
--- Dead-letter replay: an ERROR instance goes back to PENDING at its step, attempts reset.
+-- Dead-letter replay: an ERROR instance goes back to PENDING at its step, attempts reset;
+-- an idle worker is woken.
 WITH retried AS (
     UPDATE {schema}.instance
        SET status = 0, attempts = 0, error = NULL, runner_id = NULL, cancel_requested = false,
            run_after = statement_timestamp(), updated_at = statement_timestamp()
      WHERE name = %(name)s AND instance_id = %(instance)s AND status = 3
     RETURNING id)
-SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
+SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
+                THEN pg_notify(%(channel)s, %(name)s) END
+  FROM retried;
 
 -- name: claim_due
 -- Lock up to `limit` due instances of known steps and mark them RUNNING under this runner.
@@ -98,14 +108,16 @@ SELECT id, pg_notify(%(channel)s, %(name)s) FROM retried;
 -- step), then the earliest are taken: rows of steps this runner does not serve are never
 -- visited, however many there are. SKIP LOCKED lets concurrent claimers pass each other
 -- instead of queueing; a row locked but not among the earliest is unlocked at commit.
--- `id = ANY(ARRAY(...))` rather than `id IN (...)`: the ids are found through the primary
--- key even in a generic plan (which cannot know how small `limit` is).
 -- updated_at is the moment of the claim, after any lock wait (release_stale compares it).
-UPDATE {schema}.instance
-   SET status = 1, runner_id = %(runner_id)s, attempts = attempts + 1,
+-- Store.fixed_query writes name, steps and limit in as constants (one text per saga and
+-- limit), so that the server keeps a generic plan instead of planning every claim; with
+-- the limit a constant, the planner knows how few rows the join brings and finds them
+-- by primary key, even in a plan made while the table was empty (as long as the limit is
+-- small: a plan for a batch made then may scan the table until the next ANALYZE).
+UPDATE {schema}.instance AS i
+   SET status = 1, runner_id = %(runner_id)s, attempts = i.attempts + 1,
        updated_at = clock_timestamp()
- WHERE id = ANY(ARRAY(
-        SELECT due.id
+  FROM (SELECT due.id
           FROM unnest(%(steps)s::text[]) AS wanted(step)
          CROSS JOIN LATERAL (
                SELECT id, run_after FROM {schema}.instance
@@ -115,8 +127,9 @@ UPDATE {schema}.instance
                 LIMIT %(limit)s
                   FOR UPDATE SKIP LOCKED) AS due
          ORDER BY due.run_after
-         LIMIT %(limit)s))
-RETURNING id, instance_id, step, input::text, state::text, attempts;
+         LIMIT %(limit)s) AS claimed
+ WHERE i.id = claimed.id
+RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts;
 
 -- name: claim_limited
 -- The claim of a saga that declares limits (sql/009_limits.sql): rows as
@@ -142,6 +155,7 @@ SELECT l ->> 'id',
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
+-- Run with name and steps written in as constants, like claim_due.
 SELECT extract(epoch FROM min(first.run_after) - statement_timestamp())::float8
   FROM unnest(%(steps)s::text[]) AS wanted(step)
  CROSS JOIN LATERAL (
@@ -235,6 +249,16 @@ UPDATE {schema}.runner
    SET heartbeat_at = statement_timestamp(),
        expires_at = statement_timestamp() + make_interval(secs => %(timeout)s)
  WHERE id = %(id)s;
+
+-- name: set_runner_idle
+-- Say whether this runner has a worker thread waiting for work: the API notifies only
+-- while some runner is idle. Written only when it changes (no new row version, no WAL).
+-- A runner going idle commits this first, then claims once more before it sleeps. A
+-- start that did not see the flag took its snapshot before that commit, so that claim
+-- finds its row, unless the start's transaction was still open then (a caller's
+-- transaction, or an autocommit start in the instant of its commit): such a row waits
+-- for a busy thread's next claim or the poll interval, as after a lost NOTIFY.
+UPDATE {schema}.runner SET idle = %(idle)s WHERE id = %(id)s AND idle IS DISTINCT FROM %(idle)s;
 
 -- name: delete_runner
 DELETE FROM {schema}.runner WHERE id = %(id)s;

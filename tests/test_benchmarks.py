@@ -11,22 +11,28 @@ import math
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from benchmarks import (
     backlog,
     bulk_start,
     chart,
+    concurrent_start,
     keyed,
     latency,
     limit,
+    live,
     memory,
+    schedules,
+    statements,
     table_health,
     throughput,
 )
 from benchmarks.__main__ import main as run_suite
 from benchmarks.harness import RESULTS_DIR, Database, percentile
-from saga.testing import pgbench_path
+from saga.sqlfiles import named_queries
+from saga.testing import embedded_cluster, pgbench_path
 
 needs_pgbench = pytest.mark.skipif(pgbench_path() is None, reason="no pgbench binary")
 
@@ -102,6 +108,14 @@ def test_latency(db: Database, tmp_path: Path) -> None:
         assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
 
 
+def test_schedules(db: Database, tmp_path: Path) -> None:
+    schedules.run(db, schedules=50, seconds=0.5, results_dir=tmp_path)
+    result = written(tmp_path, "schedules")
+    assert result["results"]["ticks"]["ticks_made"] == 50
+    assert positive(result["summary"]["ticks_per_s"])
+    assert [r["schedules"] for r in result["results"]["idle"]] == [0, 50]
+
+
 def test_bulk_start(db: Database, tmp_path: Path) -> None:
     bulk_start.run(db, sagas=200, batches=[50, 100], loop_n=20, results_dir=tmp_path)
     result = written(tmp_path, "bulk_start")
@@ -113,6 +127,77 @@ def test_bulk_start(db: Database, tmp_path: Path) -> None:
         if r["method"] == "start_many":
             assert r["sagas"] == 200
             assert r["duplicates_reported"] == r["duplicates_expected"] == r["batch"]
+
+
+@needs_pgbench
+def test_live(db: Database, tmp_path: Path) -> None:
+    live.run(db, sagas=20, producers=[2], threads=2, limit_seconds=1, results_dir=tmp_path)
+    result = written(tmp_path, "live")
+    assert [r["producers"] for r in result["results"]] == [0, 2]
+    for r in result["results"]:
+        assert r["complete"]
+        assert r["steps"] == 60
+        for key in ("steps_per_s", "ratio", "transactions_per_step", "limit_steps_per_s"):
+            assert positive(r[key]), key
+        assert r["worker_cpu_us_per_step"] >= 0
+    mix = result["results"][1]["limit"]
+    assert set(mix["tps_by_script"]) == set(live.MIX)
+    assert mix["failed"] == 0
+    assert positive(result["results"][1]["starts_per_s"])
+
+
+@needs_pgbench
+def test_concurrent_start(db: Database, tmp_path: Path) -> None:
+    concurrent_start.run(db, threads=2, seconds=1, results_dir=tmp_path)
+    result = written(tmp_path, "concurrent_start")
+    assert [r["path"] for r in result["results"]] == list(concurrent_start.PATHS)
+    assert positive(result["limit"]["insert_tps"])
+    assert positive(result["limit"]["insert_notify_tps"])
+    for r in result["results"]:
+        assert positive(r["sagas_per_s"])
+        assert positive(r["vs_insert"])
+
+
+def test_statements_fingerprint_tells_the_queries_apart() -> None:
+    prints = [statements.fingerprint(q) for q in named_queries().values()]
+    assert len(set(prints)) == len(prints)
+    # As pg_stat_statements shows a query: constants become parameters too.
+    assert statements.fingerprint("SELECT a FROM t WHERE b = $1 AND c = 0 AND d = 'x'") \
+        == statements.fingerprint("select a  from t\n where b = %(b)s and c = 1 and d = 'y'")
+
+
+def test_statements(tmp_path: Path) -> None:
+    """On an embedded cluster of its own, which it restarts to load pg_stat_statements."""
+    with embedded_cluster() as dsn:
+        statements.run(Database(dsn, "embedded"), sagas=20, producers=2,
+                       results_dir=tmp_path)
+        with psycopg.connect(dsn) as conn:  # the settings are back as they were
+            [(preload,)] = conn.execute("SHOW shared_preload_libraries").fetchall()
+        assert statements.EXTENSION not in preload
+    result = written(tmp_path, "statements")
+    assert [w["workload"] for w in result["results"]] == ["backlog", "live, 2 producers"]
+    for w in result["results"]:
+        queries = {q["query"]: q for q in w["queries"]}
+
+        # A claim is claim_due, or folded: with next_due, or into an outcome.
+        claims = sum(queries[n]["calls"] for n in ("claim_due", "claim_or_due",
+                     "complete+claim", "schedule+claim", "fail+claim") if n in queries)
+        assert claims >= 20
+        assert sum(queries[n]["calls"] for n in ("complete", "complete+claim")
+                   if n in queries) == 20
+        assert queries["run_on"]["calls"] == 40
+        assert all(q["plans"] > 0 for q in queries.values())
+    assert {q["query"] for q in result["results"][1]["queries"]} >= {"insert_instance"}
+
+
+def test_statements_need_a_preloading_server(db: Database, tmp_path: Path) -> None:
+    with db.connect() as conn:
+        [(preload,)] = conn.execute("SHOW shared_preload_libraries").fetchall()
+    if statements.EXTENSION in preload:
+        pytest.skip("this server preloads pg_stat_statements")
+    given = Database(db.dsn, "given")  # not restartable
+    result = statements.run(given, sagas=5, results_dir=tmp_path)
+    assert "shared_preload_libraries" in result["skipped"]
 
 
 def test_memory(db: Database, tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ def test_migration_files_are_numbered_in_order() -> None:
     found = migrations()
     assert found[0][:2] == (1, FIRST)
     versions = [v for v, _, _ in found]
-    assert versions == list(range(1, len(found) + 1))  # no gap, no duplicate
+    # No duplicate; a gap is allowed while branches that hold numbers are unmerged.
+    assert versions == sorted(set(versions))
 
 
 def test_init_db_applies_and_records_then_applies_nothing(dsn: str, schema: str, db: Db) -> None:

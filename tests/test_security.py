@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from saga import JsonCodec, PickleCodec, Saga, Status
 from saga.store import Store
-from tests.apps import chain, create_log
+from tests.apps import chain, create_log, ticking
 from tests.helpers import Db, running, wait_until
 
 ROOT = Path(__file__).parents[1]
@@ -327,6 +327,7 @@ RUNTIME_GRANTS = (
     "GRANT USAGE ON SCHEMA {s} TO {r}",
     "GRANT SELECT, INSERT, UPDATE ON {s}.instance TO {r}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.runner TO {r}",
+    "GRANT SELECT, INSERT, UPDATE ON {s}.schedule TO {r}",
     "GRANT SELECT, INSERT, DELETE ON {s}.limit_start TO {r}",
     "GRANT SELECT ON {s}.migration TO {r}",
     "GRANT USAGE ON SEQUENCE {s}.instance_id_seq TO {r}",
@@ -396,6 +397,20 @@ def test_the_runtime_role_runs_the_api_the_worker_and_the_reaper(
     assert statuses == {"a": Status.COMPLETE, "m0": Status.COMPLETE, "m2": Status.COMPLETE,
                         "orphan": Status.COMPLETE, "gone": Status.CANCELLED}
     assert db.runner_ids() == set()
+
+
+def test_the_runtime_role_ticks_pauses_and_resumes_schedules(
+    roles: tuple[str, str], schema: str, db: Db
+) -> None:
+    _, runtime_dsn = roles
+    with ticking.build(schema, runtime_dsn) as saga:
+        saga.run(workers=1, drain=True)  # records the schedule
+        db.execute("UPDATE {s}.schedule SET next_tick = next_tick - interval '1 second'")
+        assert saga.run(workers=1, drain=True).completed >= 1  # ticked, then ran
+        saga.pause_schedule("beat")
+        saga.resume_schedule("beat")
+    listed = run_cli("saga", "schedules", "--dsn", runtime_dsn, "--schema", schema)
+    assert listed.returncode == 0, listed.stderr
 
 
 @pytest.mark.parametrize("statement", [

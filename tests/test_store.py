@@ -301,9 +301,15 @@ def test_release_gives_the_claim_back(conn: Conn, store: Store, db: Db) -> None:
 # -- NOTIFY ------------------------------------------------------------------------------------
 
 
+LISTENING = "listening:1:runner"  # the runner row the listener stands for
+
+
 @pytest.fixture
 def listener(dsn: str, store: Store) -> Iterator[Conn]:
+    """A LISTEN connection, and the idle runner row it stands for: the API notifies
+    only while some runner is idle."""
     with psycopg.connect(dsn, autocommit=True) as c:
+        store.register_runner(c, LISTENING, "host", 1, {NAME: list(STEPS)}, 3600)
         c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
         yield c
 
@@ -363,6 +369,27 @@ def test_writes_that_make_rows_runnable_notify(
     assert not store.call(conn, NAME, "ghost", "charge", "2", 0.0)  # no row: no wake-up
     marker(dsn, store)
     assert payloads(listener, 1) == ["marker"]
+
+
+def test_the_api_notifies_only_while_a_runner_is_idle(
+    dsn: str, store: Store, conn: Conn, listener: Conn
+) -> None:
+    def started(instance: str) -> list[str]:
+        add(conn, store, instance)
+        store.insert_many(conn, NAME, "reserve", [f"{instance}-many"], ["1"], None, 0.0)
+        assert store.call(conn, NAME, instance, "charge", "2", 0.0)
+        marker(dsn, store)
+        return payloads(listener, 4)
+
+    assert started("idle") == [NAME, NAME, NAME, "marker"]
+    assert store.set_idle(conn, LISTENING, False)
+    assert not store.set_idle(conn, LISTENING, False)  # no change, no write
+    assert started("busy") == ["marker"]
+    store.register_runner(conn, "other:2:runner", "host", 2, {NAME: list(STEPS)}, 3600)
+    assert started("one of two idle") == [NAME, NAME, NAME, "marker"]  # a new row is idle
+    store.delete_runner(conn, "other:2:runner")
+    store.delete_runner(conn, LISTENING)
+    assert started("no runner") == ["marker"]
 
 
 # -- the queries file and the Store agree -----------------------------------------------------

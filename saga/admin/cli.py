@@ -23,7 +23,8 @@ from ..conninfo import check_connection, describe
 from ..errors import SagaException
 from ..records import Status
 from ..store import missing_tables
-from . import commands, steering
+from ..web import server as web_server
+from . import commands, schedules, steering
 from .arguments import (
     EXIT_FAILED,
     EXIT_OK,
@@ -172,7 +173,8 @@ COMMANDS: Final[Sequence[Spec]] = (
     Spec("stats", commands.stats, _stats, "counts, backlog, lag, runners and orphaned steps",
          "Counts by saga and status; due PENDING rows (the backlog) and the age of the "
          "oldest (the lag); the runners, with their heartbeat and the steps they serve; due "
-         "rows whose step no live runner serves."),
+         "rows whose step no live runner serves; schedules overdue by more than their "
+         "maximum lateness."),
     Spec("start", steering.start, _start, "start an instance at a step, with a JSON input",
          "Start an instance, as saga.start() does: PENDING at the step, due at once or after "
          "--delay. The input is not checked against the step's annotations here: a worker "
@@ -186,12 +188,26 @@ COMMANDS: Final[Sequence[Spec]] = (
     Spec("cancel", steering.cancel, _instance, "cancel a PENDING or RUNNING instance",
          "Cancel an instance: a PENDING one at once, a RUNNING one at its next step "
          "boundary (its runner ends it CANCELLED instead of going on)."),
+    Spec("schedules", schedules.list_schedules, schedules.list_arguments,
+         "list the schedules and their next and last ticks",
+         "List every schedule: its saga and step, timing and zone, next tick, last tick and "
+         "the status of that tick's instance, and whether it is paused, overdue, or retired "
+         "(the code no longer declares it)."),
+    Spec("pause", schedules.pause, schedules.steer_arguments,
+         "pause a schedule (no ticks until resumed)",
+         "Pause a schedule: no tick is made until it is resumed; instances already made run "
+         "on."),
+    Spec("resume", schedules.resume, schedules.steer_arguments,
+         "resume a paused schedule from now on",
+         "Resume a schedule: its next tick is computed from now (the ticks that fell while "
+         "it was paused are not made)."),
     Spec("purge", commands.purge, _purge, "delete finished instances older than a cutoff",
          "Delete finished instances last updated before the cutoff, in batches of short "
          "transactions; PENDING and RUNNING instances are never touched."),
     Spec("migrate", commands.migrate, _nothing, "create or upgrade the saga schema (idempotent)",
          "Apply the missing migrations to the schema, under an advisory lock: safe to run "
          "from several processes at once.", json=False),
+    *web_server.specs(Spec),
     Spec("worker", None, _nothing, "run a worker: `pgsaga worker --help` (= python -m "
          "saga.worker)", "", json=False),
 )

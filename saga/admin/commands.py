@@ -15,6 +15,7 @@ import psycopg
 
 from ..migrate import migrate as apply_migrations
 from ..records import Status
+from ..schedules.store import ScheduleStore
 from .output import (
     Progress,
     age,
@@ -111,8 +112,9 @@ def find_one(store: AdminStore, conn: Conn, instance: str | None, saga: str | No
 
 
 def stats(args: argparse.Namespace, conn: Conn, dsn: str) -> str:
-    """`stats`: counts, backlog and lag per saga, the runners, and the orphaned due rows
-    (due rows of a step that no live runner serves), all from one snapshot; with
+    """`stats`: counts, backlog and lag per saga, the runners, the orphaned due rows
+    (due rows of a step that no live runner serves) and the overdue schedules, all from
+    one snapshot; with
     --watch or --interval, again every interval until Ctrl-C (or --count times)."""
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -143,6 +145,8 @@ def stats_once(args: argparse.Namespace, conn: Conn, *, compact: bool = False) -
     for the JSON lines of --watch)."""
     with conn.transaction():
         found = AdminStore(args.schema).stats(conn)
+        overdue = [{"saga": s, "schedule": n, "next_tick": t, "overdue_seconds": o}
+                   for s, n, t, o in ScheduleStore(args.schema).overdue(conn)]
     sagas: dict[str, dict[str, Any]] = {}
     for name, status, count in found.counts:
         entry = sagas.setdefault(name, {"saga": name, **{s.name.lower(): 0 for s in Status},
@@ -158,13 +162,14 @@ def stats_once(args: argparse.Namespace, conn: Conn, *, compact: bool = False) -
               for n, limit, used, waiting in found.limits]
     if args.json:
         return to_json({"sagas": list(sagas.values()), "runners": runners,
-                        "orphaned": orphaned, "limits": limits},
+                        "orphaned": orphaned, "overdue_schedules": overdue, "limits": limits},
                        indent=None if compact else 2)
-    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, limits))
+    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, overdue, limits))
 
 
 def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
                  orphaned: list[dict[str, Any]],
+                 overdue: list[dict[str, Any]] | None = None,
                  limits: list[dict[str, Any]] | None = None) -> list[str]:
     """The sections of `stats` for people."""
     names = [s.name.lower() for s in Status]
@@ -182,6 +187,10 @@ def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
         ["saga", "step", "due", "lag"],
         [[o["saga"], o["step"], o["due"], age(o["lag_seconds"])] for o in orphaned])
         if orphaned else "none"))
+    sections.append("overdue schedules (later than their maximum lateness)\n" + (table(
+        ["saga", "schedule", "next_tick", "overdue"],
+        [[o["saga"], o["schedule"], when(o["next_tick"]), age(o["overdue_seconds"])]
+         for o in overdue]) if overdue else "none"))
     if limits:  # only where some saga declares limits
         sections.append("limits (a rate's slots in use: the starts in its window)\n" + table(
             ["saga", "limit", "in use", "waiting"],

@@ -146,3 +146,51 @@ def test_the_admin_cli_shows_a_task(site: Site) -> None:
     assert shown["status"] == "complete"
     assert shown["input"]["task"] == "tests.apps.tasks_site.tasks.add"
     assert shown["state"]["return_value"] == 11
+
+
+
+def test_the_dashboard_shows_a_task(site: Site) -> None:
+    """A task's instance page: the call, its queue, the return value and the attempt
+    log read out of the stored input and state, and the step timeline of its attempts."""
+    from saga import steplog
+    from saga.web import Access, Dashboard
+    from tests.web_support import Client
+
+    steplog.enable(site.db.conn, site.schema)
+    try:
+        ok = tasks.echo.enqueue(5, "<b>six</b>", key={"k": [1]})
+        flaky = tasks.flaky.enqueue(1)  # fails once, then succeeds
+        # a drain ends before the retry is due: drain again until it has run
+        wait_until(lambda: (worker(site), flaky.refresh(),
+                            flaky.status == TaskResultStatus.SUCCESSFUL)[-1], timeout=30)
+        app = Dashboard(site.dsn, schema=site.schema, access=lambda environ: Access.FULL)
+        try:
+            client = Client(app)
+            pages = {}
+            for result in (ok, flaky):
+                row = site.db.one("SELECT id FROM {s}.instance WHERE instance_id = %s",
+                                  result.id)
+                pages[result.id] = client.get(f"/instances/{row}").text
+            listed = client.get("/instances?saga=django_tasks.default").text
+        finally:
+            app.close()
+    finally:
+        steplog.disable(site.db.conn, site.schema)
+    page = pages[ok.id]
+    assert "<h2>Task</h2>" in page
+    assert ("<code>tests.apps.tasks_site.tasks.echo(5, &quot;&lt;b&gt;six&lt;/b&gt;&quot;, "
+            "key={&quot;k&quot;: [1]})</code>") in page
+    assert "<dt>queue</dt><dd>default</dd>" in page
+    value = page.split("<dt>return value</dt>", 1)[1].split("</dd>", 1)[0]
+    assert "&quot;args&quot;" in value
+    assert "&lt;b&gt;six&lt;/b&gt;" in value
+    assert "<b>six</b>" not in page
+    assert '<span class="status s2">complete</span>' in page
+    page = pages[flaky.id]
+    assert "attempt error 1: builtins.RuntimeError" in page
+    assert "attempt 1 fails" in page
+    timeline = page.split('<table class="timeline">', 1)[1].split("</table>", 1)[0]
+    assert timeline.count("<td>default</td>") == 2  # the failed attempt and the next
+    assert "retry later" in timeline
+    assert ok.id in listed
+    assert flaky.id in listed
