@@ -287,8 +287,8 @@ def test_stats_show_each_limit_a_live_runner_enforces(saga: Saga, db: Db) -> Non
                    == [("test", "per_key=1 on work", 1, 2)], timeout=10)
     from saga.admin.commands import stats_tables
 
-    text = stats_tables([], [], [], [{"saga": "test", "limit": "per_key=1 on work",
-                                      "in_use": 1, "waiting": 2}])[-1]
+    text = stats_tables([], [], [], limits=[{"saga": "test", "limit": "per_key=1 on work",
+                                             "in_use": 1, "waiting": 2}])[-1]
     assert text.splitlines()[0].startswith("limits")
     assert "per_key=1 on work" in text
 
