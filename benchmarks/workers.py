@@ -155,7 +155,8 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
               first: tuple[int, int] | None = None, timeout: float = 600.0,
               poll: float = 0.2,
               sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
-              options: Sequence[str] = (), env: dict[str, str] | None = None) -> Run:
+              options: Sequence[str] = (), env: dict[str, str] | None = None,
+              target: str = TARGET) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
@@ -165,7 +166,7 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
         with workers(db, schema, processes=processes, threads=threads, options=options,
-                     env=env) as procs:
+                     env=env, target=target) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:

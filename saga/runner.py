@@ -292,7 +292,9 @@ class Runner:
             store = Store(schema)
             heartbeat = Heartbeat(self.id, store, pool, {s.name: list(s.steps) for s in specs},
                                   self.heartbeat_timeout, self.heartbeat_interval,
-                                  self._crew.in_flight.ids)
+                                  self._crew.in_flight.ids,
+                                  limits={s.name: s.limits_json for s in specs
+                                          if s.limits_json is not None})
             lanes.append(Lane(pool, store, specs, heartbeat))
         return lanes
 
