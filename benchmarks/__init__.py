@@ -17,7 +17,7 @@ from typing import Final
 # statements after them all (it restarts an embedded server to load pg_stat_statements).
 BENCHMARKS: Final = ("limit", "throughput", "schedules", "latency", "telemetry", "bulk_start",
                      "concurrent_start", "live", "memory", "backlog", "table_health",
-                     "steplog_cost", "web_pages", "statements")
+                     "steplog_cost", "web_pages", "keyed", "statements")
 
 
 def modules(names: Sequence[str] = BENCHMARKS) -> dict[str, ModuleType]:

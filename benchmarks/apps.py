@@ -45,6 +45,17 @@ def build(schema: str, dsn: str | None = None, *,
     return saga
 
 
+KEYS: Final = 1000  # the concurrency keys of the `keyed` benchmark
+
+
+def build_keyed(schema: str, dsn: str | None = None) -> Saga:
+    """The `bench` saga under a per-key limit of 1 (whole saga): the same three no-op
+    steps, at most one instance of each key RUNNING at once."""
+    saga = build(schema, dsn)
+    saga.limit(per_key=1)
+    return saga
+
+
 def build_latency(schema: str, dsn: str | None = None) -> Saga:
     """The `latency` saga: one step whose first act is to read the clock.
 
@@ -68,3 +79,4 @@ if os.environ.get(TELEMETRY_VAR):
 
 saga = build(SCHEMA)
 latency = build_latency(SCHEMA)
+keyed = build_keyed(SCHEMA)

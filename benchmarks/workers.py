@@ -158,7 +158,7 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
               poll: float = 0.2,
               sample: Callable[[float, int, list[WorkerProcess]], None] | None = None,
               dsn: str | None = None, options: Sequence[str] = (),
-              env: dict[str, str] | None = None) -> Run:
+              env: dict[str, str] | None = None, target: str = TARGET) -> Run:
     """Seed *sagas* `bench` instances (unless *first* gives the id range of ones already
     seeded), run them on worker processes and time them (see the module docstring).
 
@@ -170,7 +170,7 @@ def run_sagas(db: Database, schema: str, sagas: int, *, threads: int, processes:
     with db.connect() as conn:
         low, high = first if first is not None else seed(conn, schema, sagas)
         with workers(db, schema, processes=processes, threads=threads, dsn=dsn,
-                     options=options, env=env) as procs:
+                     options=options, env=env, target=target) as procs:
             begun = _runners_started(conn, schema, procs)
             deadline = time.monotonic() + timeout
             while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Final, NoReturn
@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from .codecs import Codec, JsonCodec
 from .errors import ConcurrencyException, DuplicateSaga, SagaNotFound
 from .execution import RunStats
+from .limits import Kind, Limit, add, check_key
 from .migrate import migrate
 from .pooling import check_pooler, prepares
 from .pools import CONNECT_TIMEOUT, Database
@@ -74,6 +75,7 @@ class Saga:
         self.schema = check_schema(default_schema() if schema is None else schema)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.steps: dict[str, Step] = {}
+        self.limits: tuple[Limit, ...] = ()
         self.schedules: dict[str, Schedule] = {}
         self.store = Store(self.schema)
         self._runner: Runner | None = None
@@ -122,6 +124,49 @@ class Saga:
             "@step decorator"
         )
 
+    def limit(self, *steps: StepRef, per_key: int | None = None, running: int | None = None,
+              rate: int | None = None, per: float = 1.0) -> None:
+        """Limit *steps* (none given: every step of the saga, those registered later too)
+        across every worker, enforced when rows are claimed:
+
+        - *per_key*: at most this many instances with one concurrency key (`start(...,
+          key=)`) RUNNING these steps at once; 1 runs one at a time per key. Due keys are
+          served round-robin, so one key's backlog cannot starve the others;
+        - *running*: at most this many executions of these steps RUNNING at once;
+        - *rate*: at most this many starts of these steps in any window of *per* seconds.
+
+        A row held back stays PENDING, is not counted as an attempt, and is claimed once
+        a slot frees. Declare limits before the worker starts (they travel in `spec()`).
+        """
+        names = tuple(self.resolve(step).name for step in steps) or None
+        asked: tuple[tuple[Kind, int | None], ...] = (
+            ("key", per_key), ("running", running), ("rate", rate))
+        new = [Limit(kind, n, names, float(per) if kind == "rate" else 0.0)
+               for kind, n in asked if n is not None]
+        if not new:
+            raise ValueError("limit() needs per_key=, running= or rate=")
+        if rate is None and per != 1.0:
+            raise ValueError("per= is the window of a rate: give rate= with it")
+        if rate is not None:  # checked here too, so that the error names the call
+            Limit("rate", rate, names, per)
+        self.limits = add(self.limits, new)
+
+    @property
+    def keyed(self) -> bool:
+        """True if a per-key limit applies: start() then needs a key."""
+        return any(limit.kind == "key" for limit in self.limits)
+
+    def limit_stats(self, *, conn: Conn | None = None) -> list[tuple[str, int, int]]:
+        """(limit, slots in use, due rows waiting) for each declared limit; for a rate,
+        "in use" is the starts in its current window."""
+        spec = self.spec()
+        if spec.limits_json is None:
+            return []
+        with self._connection(conn) as c:
+            usage = {lim: (used, waiting) for lim, used, waiting in
+                     self.store.limit_usage(c, self.name, spec.limits_json)}
+        return [(limit.describe(), *usage.get(limit.id, (0, 0))) for limit in spec.limits]
+
     @property
     def max_attempts(self) -> int:
         return self.policy.max_attempts
@@ -138,7 +183,8 @@ class Saga:
         """What a worker needs of this saga, frozen now: name, schema, steps, codec,
         policy, and whether it runs through a pooler."""
         return SagaSpec(self.name, self.schema, self.steps, self.codec, self.policy,
-                        tuple(self.schedules.values()), pooler=self.pooler)
+                        tuple(self.schedules.values()), limits=self.limits,
+                        pooler=self.pooler)
 
     def schedule(
         self,
@@ -261,13 +307,17 @@ class Saga:
         *,
         delay: Delay | None = None,
         conn: Conn | None = None,
+        key: str | None = None,
     ) -> None:
         """Create instance *instance*, due to run *step* with *input* after *delay*.
 
-        Raise `DuplicateSaga` if it exists. With *conn*, run in the caller's transaction
-        without committing it: the saga exists only if the caller commits.
+        *key* is its concurrency key (an account, a tenant: see `limit`), required when
+        the saga has a per-key limit. Raise `DuplicateSaga` if it exists. With *conn*,
+        run in the caller's transaction without committing it: the saga exists only if
+        the caller commits.
         """
         check_text("instance", instance, MAX_INSTANCE)
+        key = check_key(key, required=self.keyed, saga=self.name)
         target = self.resolve(step)
         encoded = target.encode_input(input)
         encoded_state = None if state is None else target.encode_state(state)
@@ -275,7 +325,7 @@ class Saga:
         with caller_span("start", self.name, target.name, instance) as trace, \
                 self._connection(conn) as c:
             if not self.store.insert(c, self.name, instance, target.name, encoded,
-                                     encoded_state, seconds, trace):
+                                     encoded_state, seconds, trace, key):
                 raise DuplicateSaga(f"saga {self.name!r} already has an instance {instance!r}")
 
     def start_many(
@@ -286,6 +336,7 @@ class Saga:
         state: object = None,
         delay: Delay | None = None,
         conn: Conn | None = None,
+        key: str | Callable[[str, Any], str] | None = None,
     ) -> list[str]:
         """Create many instances at once, each due to run *step* with its own input.
 
@@ -294,15 +345,34 @@ class Saga:
         inserted a few thousand per statement, in one transaction, with one wake-up.
         Return the instance ids that already existed and so were not started (an id
         given twice counts once as started, then as a duplicate), in the order given.
+        *key* is every instance's concurrency key, or a function of (instance, input)
+        that returns each one's.
         """
+        if key is not None and not callable(key):
+            check_key(key, required=False, saga=self.name)
+        elif key is None:
+            check_key(None, required=self.keyed, saga=self.name)
         target = self.resolve(step)
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         instances: list[str] = []
         inputs: list[str] = []
+        keys: list[str] | None = None if key is None else []
         for i, pair in enumerate(pairs):
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise TypeError(f"items[{i}] must be an (instance, input) pair, got {pair!r}")
             instances.append(check_text(f"items[{i}]: instance", pair[0], MAX_INSTANCE))
+            if keys is not None:
+                if callable(key):
+                    try:
+                        made = key(pair[0], pair[1])
+                        if made is None:
+                            raise TypeError("key must be a string, got NoneType")
+                        keys.append(check_key(made, required=False, saga=self.name) or "")
+                    except (TypeError, ValueError) as e:
+                        raise type(e)(f"items[{i}] (instance {pair[0]!r}): {e}") from e
+                else:
+                    assert isinstance(key, str)
+                    keys.append(key)
             try:
                 inputs.append(target.encode_input(pair[1]))
             except TypeError as e:
@@ -315,7 +385,8 @@ class Saga:
             for at in range(0, len(instances), START_MANY_CHUNK):
                 created |= self.store.insert_many(
                     c, self.name, target.name, instances[at:at + START_MANY_CHUNK],
-                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds, trace)
+                    inputs[at:at + START_MANY_CHUNK], encoded_state, seconds, trace,
+                    None if keys is None else keys[at:at + START_MANY_CHUNK])
         duplicates = []
         for instance in instances:
             if instance in created:

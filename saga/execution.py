@@ -166,7 +166,7 @@ class Execution:
                     if isinstance(result, Rejected):
                         raise _BadOutcome(result.error)  # undo the step's writes
                     transition = decide(result, lease.attempt, self.spec.policy)
-                    status = self._check(self._apply(conn, lease, transition))
+                    status = self._check(self._apply(conn, lease, transition, step))
                 return self._recorded(lease, step, value, transition, status,
                                       time.monotonic() - began)
             value = step.invoke(input, state, set_state, log, None)
@@ -208,13 +208,12 @@ class Execution:
         writing is no failure of the step: it goes up to the worker loop, and the row
         back to PENDING through release_stale."""
         transition = decide(result, lease.attempt, self.spec.policy)
-        runs_on = (isinstance(transition, Continue) and transition.delay == 0
-                   and not self.stopping.is_set())
+        runs_on = self._runs_on(step, transition)
         claim = None if runs_on or self.fold is None else self.fold()
         try:
             if claim is None:
                 status = self._check(self._write(
-                    lambda conn: self._apply(conn, lease, transition)))
+                    lambda conn: self._apply(conn, lease, transition, step)))
             else:
                 written, found = self._write(
                     lambda conn: self.store.apply_and_claim(conn, lease, transition, claim))
@@ -225,8 +224,17 @@ class Execution:
             return None
         return self._recorded(lease, step, value, transition, status, duration)
 
-    def _apply(self, conn: Conn, lease: Lease, transition: Transition) -> int | None:
-        return self.store.apply(conn, lease, transition, run_on=not self.stopping.is_set())
+    def _runs_on(self, step: Step, transition: Transition) -> bool:
+        """True if *transition* goes on at once on this thread: an undelayed `Continue`,
+        unless the runner stops or a limit of the next step needs a claim of its own."""
+        return (isinstance(transition, Continue) and transition.delay == 0
+                and not self.stopping.is_set()
+                and self.spec.runs_on(step.name, transition.step))
+
+    def _apply(self, conn: Conn, lease: Lease, transition: Transition,
+               step: Step) -> int | None:
+        return self.store.apply(conn, lease, transition,
+                                run_on=self._runs_on(step, transition))
 
     def _recorded(self, lease: Lease, step: Step, value: object, transition: Transition,
                   status: int, duration: float) -> tuple[Step, Lease, Continuation] | None:

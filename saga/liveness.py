@@ -37,12 +37,16 @@ class Heartbeat:
 
     def __init__(self, runner_id: str, store: Store, pool: ConnectionPool[Any],
                  serves: Mapping[str, Sequence[str]], timeout: float, interval: float,
-                 held: Callable[[], list[int]], *, pooler: bool = False) -> None:
+                 held: Callable[[], list[int]],
+                 limits: Mapping[str, str] | None = None, *, pooler: bool = False) -> None:
         self.runner_id = runner_id
         self.pooler = pooler
         self.store = store
         self.pool = pool
         self.serves = {name: sorted(steps) for name, steps in serves.items()}
+        # The limits of the sagas that have some (SagaSpec.limits_json), published in
+        # the runner row for `stats`.
+        self.limits = dict(limits or {})
         self.timeout = timeout
         self.interval = interval
         self._held = held
@@ -65,7 +69,7 @@ class Heartbeat:
     def register(self, conn: Conn) -> None:
         began = time.monotonic()
         self.store.register_runner(conn, self.runner_id, socket.gethostname(),
-                                   os.getpid(), self.serves, self.timeout)
+                                   os.getpid(), self.serves, self.timeout, self.limits)
         self._last = began
 
     def loop(self, done: threading.Event) -> None:

@@ -72,6 +72,9 @@ class WorkLoop:
         self._failures = 0  # consecutive ticks that failed on a database error
         self._token = 0  # the wake-ups seen when this thread last looked for work
         self._limit = crew.claim_batch  # the limit of the last claim
+        # Per saga with a per-key limit, the last key this thread claimed: its next claim
+        # visits the keys after it first (round-robin; see claim_limited).
+        self._after: dict[str, str] = {}
 
     def run(self) -> None:
         """Tick until the runner stops (or a drain finds nothing more); give the
@@ -191,7 +194,8 @@ class WorkLoop:
         one), at least the claim batch."""
         crew = self.crew
         self._limit = max(crew.claim_batch, 1 + crew.wakeup.idle)
-        return Claim(crew.runner_id, spec.name, list(spec.steps), self._limit)
+        return Claim(crew.runner_id, spec.name, list(spec.steps), self._limit,
+                     spec.limits_json, self._after.get(spec.name))
 
     def _start(self, lane: Lane, spec: SagaSpec, lent: Lent,
                rows: list[Claimed]) -> Found | None:
@@ -199,6 +203,9 @@ class WorkLoop:
         are free first; return what the claim folded into its last outcome found."""
         crew = self.crew
         crew.in_flight.hold(spec.name, rows)
+        keys = [row.key for row in rows if row.key is not None]
+        if keys:
+            self._after[spec.name] = keys[-1]
         logger.debug("claimed %d instance(s) of %s", len(rows), spec.name,
                      extra={"action": "claim", "runner": crew.runner_id})
         # A full claim means there may be more: wake one more thread to look.
@@ -212,10 +219,12 @@ class WorkLoop:
         def fold() -> Claim | None:
             # Only where one saga is served (else the folded saga would starve the
             # others), and not while claimed rows wait in the buffer or we are fenced.
+            # Not under limits: their claim is claim_limited's, after the outcome has
+            # committed (so that it sees the slot the outcome frees).
             # The token comes first, as in loop(): then the buffer, then the claim.
             self._token = crew.wakeup.token()
             if (crew.stop.is_set() or len(lane.specs) != 1 or lane.has_buffered
-                    or lane.heartbeat.expired):
+                    or lane.heartbeat.expired or spec.limits):
                 return None
             return self._claim(spec)
 

@@ -47,6 +47,7 @@ class Instance:
     created_at: datetime
     updated_at: datetime
     cancel_requested: bool = False  # cancel() came while RUNNING: ends at the step boundary
+    key: str | None = None  # the concurrency key given to start(key=...)
 
     __module__ = "saga"
 
@@ -59,12 +60,13 @@ class Instance:
         state (which 1) into a value.
         """
         (id_, name, instance_id, step, status, input, state, attempts, error,
-         run_after, runner_id, created_at, updated_at, cancel_requested) = row
+         run_after, runner_id, created_at, updated_at, cancel_requested, *rest) = row
         return cls(
             id=id_, name=name, instance=instance_id, step=step, status=Status(status),
             input=decode(step, input, 0), state=decode(step, state, 1),
             attempts=attempts, error=error, run_after=run_after, runner_id=runner_id,
             created_at=created_at, updated_at=updated_at, cancel_requested=cancel_requested,
+            key=rest[0] if rest else None,
         )
 
     @property

@@ -312,7 +312,9 @@ class Runner:
             pooler = specs[0].pooler
             heartbeat = Heartbeat(self.id, store, pool, {s.name: list(s.steps) for s in specs},
                                   self.heartbeat_timeout, self.heartbeat_interval,
-                                  self._crew.in_flight.ids, pooler=pooler)
+                                  self._crew.in_flight.ids,
+                                  limits={s.name: s.limits_json for s in specs
+                                          if s.limits_json is not None}, pooler=pooler)
             lanes.append(Lane(pool, store, specs, heartbeat, pooler=pooler))
         return lanes
 

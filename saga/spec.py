@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
 from .codecs import Codec
+from .limits import Limit, encoded, runs_on
 from .schedules.spec import Schedule
 from .steps import Step
 
@@ -63,10 +64,26 @@ class SagaSpec:
     codec: Codec
     policy: RetryPolicy
     schedules: tuple[Schedule, ...] = ()
+    limits: tuple[Limit, ...] = ()
     pooler: bool = False  # its DSN leads through a transaction pooler (saga.pooling)
+    # The limits as the claim reads them (None: no limit, the plain claim).
+    limits_json: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))
+        object.__setattr__(self, "limits", tuple(self.limits))
+        for limit in self.limits:
+            unknown = sorted(set(limit.steps or ()) - set(self.steps))
+            if unknown:
+                raise ValueError(f"{limit.describe()}: saga {self.name!r} has no step "
+                                 f"{', '.join(map(repr, unknown))}")
+        if self.limits:
+            object.__setattr__(self, "limits_json", encoded(self.limits, self.steps))
+
+    def runs_on(self, step: str, following: str) -> bool:
+        """True if *following* may run at once on the thread that ran *step*: always
+        without limits; with limits, when no limit of *following* needs a new claim."""
+        return not self.limits or runs_on(self.limits, step, following)
 
     def owns(self, step: Step) -> bool:
         """True if *step* is this saga's own registered step (not a namesake elsewhere)."""

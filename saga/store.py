@@ -36,15 +36,20 @@ class Claimed(NamedTuple):
     state: str | None
     attempt: int
     trace: str | None = None  # the trace context (see saga.telemetry.context), 007
+    key: str | None = None  # the concurrency key (filled in by a limited claim)
 
 
 class Claim(NamedTuple):
-    """What a claim asks for: due rows of these steps of saga *name*, at most *limit*."""
+    """What a claim asks for: due rows of these steps of saga *name*, at most *limit*;
+    within *limits* (`SagaSpec.limits_json`, None: none), visiting keys from the one
+    after *after* (the last key this thread claimed)."""
 
     runner_id: str
     name: str
     steps: Sequence[str]
     limit: int
+    limits: str | None = None
+    after: str | None = None
 
 
 class Found(NamedTuple):
@@ -109,6 +114,7 @@ class Store:
     def insert(
         self, conn: Conn, name: str, instance: str, step: str,
         input: str, state: str | None, delay: float, trace: str | None = None,
+        key: str | None = None,
     ) -> bool:
         """Create a PENDING instance; False if (name, instance) exists already.
 
@@ -117,6 +123,7 @@ class Store:
         row = self._run(conn, "insert_instance", {
             "name": name, "instance": instance, "step": step, "input": input,
             "state": state, "delay": delay, "channel": self.channel, "trace": trace,
+            "key": key,
         }).fetchone()
         return row is not None
 
@@ -132,11 +139,14 @@ class Store:
     def insert_many(
         self, conn: Conn, name: str, step: str, instances: Sequence[str],
         inputs: Sequence[str], state: str | None, delay: float, trace: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> set[str]:
-        """Create PENDING instances in one statement; return the instance ids created."""
+        """Create PENDING instances in one statement; return the instance ids created.
+        *keys*, if given, holds each instance's concurrency key."""
         row = self._run(conn, "insert_many", {
             "name": name, "step": step, "instances": list(instances), "inputs": list(inputs),
             "state": state, "delay": delay, "channel": self.channel, "trace": trace,
+            "keys": None if keys is None else list(keys),
         }).fetchone()
         return set(row[0]) if row else set()
 
@@ -179,7 +189,10 @@ class Store:
 
     def claim_or_due(self, conn: Conn, claim: Claim) -> Found:
         """Claim like `claim`; when nothing is claimed, say in how many seconds the
-        earliest PENDING row of these steps is due (`next_due`), in the same statement."""
+        earliest PENDING row of these steps is due (`next_due`), in the same statement.
+        With limits, the claim is `claim_limited`'s, which says when to look again."""
+        if claim.limits is not None:
+            return self.claim_limited(conn, claim)
         if None not in self._folded:
             rows = self.claim(conn, claim.runner_id, claim.name, claim.steps, claim.limit)
             return Found(rows, None if rows else self.next_due(conn, claim.name,
@@ -229,6 +242,26 @@ class Store:
             elif due is not None:
                 due_in = float(due)
         return status, Found(claimed, due_in)
+
+    def claim_limited(self, conn: Conn, claim: Claim) -> Found:
+        """Claim within the claim's limits (`sql/008_limits.sql`). The function takes
+        several statements, each with its own snapshot, so it needs a transaction of its
+        own (on an autocommit connection, one round trip all the same)."""
+        params = {"runner_id": claim.runner_id, "name": claim.name,
+                  "steps": list(claim.steps), "limit": claim.limit,
+                  "limits": claim.limits, "after": claim.after}
+        rows = self._run(conn, "claim_limited", params).fetchall()
+        claimed = [Claimed(id_, instance, step, input, state, attempts, trace, key)
+                   for kind, id_, instance, step, input, state, attempts, key, trace, _ in rows
+                   if kind == 1]
+        due = next((row[9] for row in rows if row[0] == 2), None)
+        return Found(claimed, None if due is None else float(due))
+
+    def limit_usage(self, conn: Conn, name: str,
+                    limits: str) -> list[tuple[str, int, int]]:
+        """(limit id, slots in use, due rows waiting) for each of *limits* (as JSON)."""
+        return [(lim, int(used), int(waiting)) for lim, used, waiting in self._run(
+            conn, "limit_usage", {"name": name, "limits": limits}).fetchall()]
 
     def next_due(self, conn: Conn, name: str, steps: Sequence[str]) -> float | None:
         """Seconds until the earliest PENDING row of these steps is due; None if none."""
@@ -356,11 +389,15 @@ class Store:
     # -- runners ------------------------------------------------------------------------
 
     def register_runner(self, conn: Conn, runner_id: str, hostname: str, pid: int,
-                        serves: dict[str, list[str]], timeout: float) -> None:
-        """Insert (or refresh) the runner row; it expires after *timeout* seconds of silence."""
+                        serves: dict[str, list[str]], timeout: float,
+                        limits: Mapping[str, str] | None = None) -> None:
+        """Insert (or refresh) the runner row; it expires after *timeout* seconds of
+        silence. *limits* maps saga names to their limits (as JSON), shown by `stats`."""
         self._run(conn, "register_runner", {
             "id": runner_id, "hostname": hostname, "pid": pid, "serves": json.dumps(serves),
             "timeout": timeout,
+            "limits": json.dumps({name: json.loads(text) for name, text in
+                                  (limits or {}).items()}),
         })
 
     def heartbeat(self, conn: Conn, runner_id: str, timeout: float) -> bool:

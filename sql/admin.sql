@@ -114,3 +114,30 @@ SELECT id, name, instance_id
         OR updated_at >= statement_timestamp() - make_interval(secs => %(newer)s::float8))
  ORDER BY id
  LIMIT %(batch)s;
+
+-- name: limit_usage
+-- Per limit that a live runner enforces (the newest runner's declaration of each): its
+-- slots in use (RUNNING rows claimed under limits, of its steps; for a rate, the starts
+-- in its current window), and the due rows of its steps waiting.
+WITH declared AS (
+    SELECT DISTINCT ON (d.key, l ->> 'id') d.key AS name, l
+      FROM {schema}.runner AS r
+     CROSS JOIN LATERAL jsonb_each(r.limits) AS d
+     CROSS JOIN LATERAL jsonb_array_elements(d.value) AS l
+     WHERE r.expires_at >= statement_timestamp()
+     ORDER BY d.key, l ->> 'id', r.started_at DESC)
+SELECT name, l ->> 'kind', (l ->> 'n')::int, (l ->> 'per')::float8,
+       ARRAY(SELECT jsonb_array_elements_text(l -> 'steps')),
+       CASE WHEN l ->> 'kind' = 'rate' THEN
+            (SELECT count(*) FROM {schema}.limit_start AS s
+              WHERE s.name = declared.name AND s.lim = l ->> 'id'
+                AND s.at > statement_timestamp() - make_interval(secs => (l ->> 'per')::float8))
+       ELSE (SELECT count(*) FROM {schema}.instance AS i
+              WHERE i.status = 1 AND i.limited AND i.name = declared.name
+                AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps'))) END,
+       (SELECT count(*) FROM {schema}.instance AS i
+         WHERE i.status = 0 AND i.name = declared.name
+           AND i.run_after <= statement_timestamp()
+           AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps')))
+  FROM declared
+ ORDER BY name, l ->> 'id';

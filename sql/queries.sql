@@ -16,10 +16,10 @@
 -- caller's transaction).
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at, trace_parent)  -- trace: 007
+                                   created_at, updated_at, trace_parent, key)  -- trace: 007
     VALUES (%(name)s, %(instance)s, %(step)s, %(input)s::jsonb, %(state)s::jsonb,
             statement_timestamp() + make_interval(secs => %(delay)s),
-            statement_timestamp(), statement_timestamp(), %(trace)s)
+            statement_timestamp(), statement_timestamp(), %(trace)s, %(key)s)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING id)
 SELECT id, CASE WHEN EXISTS (SELECT FROM {schema}.runner WHERE idle)
@@ -47,14 +47,16 @@ SELECT status, called FROM {schema}.instance
 
 -- name: insert_many
 -- Create PENDING instances from parallel arrays in one statement, skipping those that
--- exist; return the ids created, and wake the workers once (if one is idle).
+-- exist; return the ids created, and wake the workers once (if one is idle). `keys` is
+-- NULL (no keys) or one concurrency key per instance.
 WITH created AS (
     INSERT INTO {schema}.instance (name, instance_id, step, input, state, run_after,
-                                   created_at, updated_at, trace_parent)  -- trace: 007
+                                   created_at, updated_at, trace_parent, key)  -- trace: 007
     SELECT %(name)s, item.instance_id, %(step)s, item.input, %(state)s::jsonb,
            statement_timestamp() + make_interval(secs => %(delay)s),
-           statement_timestamp(), statement_timestamp(), %(trace)s
-      FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[]) AS item(instance_id, input)
+           statement_timestamp(), statement_timestamp(), %(trace)s, item.key
+      FROM unnest(%(instances)s::text[], %(inputs)s::jsonb[],
+                  coalesce(%(keys)s::text[], '{{}}')) AS item(instance_id, input, key)
     ON CONFLICT (name, instance_id) DO NOTHING
     RETURNING instance_id)
 SELECT coalesce(array_agg(instance_id), '{{}}'),
@@ -64,7 +66,7 @@ SELECT coalesce(array_agg(instance_id), '{{}}'),
 
 -- name: get_instance
 SELECT id, name, instance_id, step, status, input::text, state::text, attempts, error,
-       run_after, runner_id, created_at, updated_at, cancel_requested
+       run_after, runner_id, created_at, updated_at, cancel_requested, key
   FROM {schema}.instance
  WHERE name = %(name)s AND instance_id = %(instance)s;
 
@@ -136,6 +138,28 @@ RETURNING i.id, i.instance_id, i.step, i.input::text, i.state::text, i.attempts,
           CASE WHEN i.trace_parent IS NOT NULL OR (i.called AND i.trace_call IS NOT NULL)
                THEN concat_ws(' ', coalesce(i.trace_parent, '-'), i.claims,
                               CASE WHEN i.called THEN i.trace_call END) END;
+
+-- name: claim_limited
+-- The claim of a saga that declares limits (sql/008_limits.sql): rows as
+-- (kind, id, instance_id, step, input, state, attempts, key, trace, due), see there.
+SELECT * FROM {schema}.claim_limited(%(name)s, %(runner_id)s, %(steps)s::text[], %(limit)s,
+                                     %(limits)s::jsonb, %(after)s);
+
+-- name: limit_usage
+-- Per limit of a saga: slots in use (RUNNING rows claimed under limits, of its steps;
+-- for a rate, the starts in its current window) and due rows of its steps waiting.
+SELECT l ->> 'id',
+       CASE WHEN l ->> 'kind' = 'rate' THEN
+            (SELECT count(*) FROM {schema}.limit_start AS s
+              WHERE s.name = %(name)s AND s.lim = l ->> 'id'
+                AND s.at > statement_timestamp() - make_interval(secs => (l ->> 'per')::float8))
+       ELSE (SELECT count(*) FROM {schema}.instance AS i
+              WHERE i.status = 1 AND i.limited AND i.name = %(name)s
+                AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps'))) END,
+       (SELECT count(*) FROM {schema}.instance AS i
+         WHERE i.status = 0 AND i.name = %(name)s AND i.run_after <= statement_timestamp()
+           AND i.step IN (SELECT jsonb_array_elements_text(l -> 'steps')))
+  FROM jsonb_array_elements(%(limits)s::jsonb) AS l;
 
 -- name: next_due
 -- Seconds until the earliest PENDING instance of these steps is due (NULL if none).
@@ -218,13 +242,14 @@ SELECT pg_notify(%(done_channel)s, id::text) FROM released WHERE status = 4;
 
 -- name: register_runner
 -- Again after being reaped, or from a second pool onto the same schema: merge what it serves.
-INSERT INTO {schema}.runner (id, hostname, pid, serves, started_at, heartbeat_at, expires_at)
+INSERT INTO {schema}.runner (id, hostname, pid, serves, started_at, heartbeat_at, expires_at,
+                            limits)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(serves)s::jsonb,
         statement_timestamp(), statement_timestamp(),
-        statement_timestamp() + make_interval(secs => %(timeout)s))
+        statement_timestamp() + make_interval(secs => %(timeout)s), %(limits)s::jsonb)
 ON CONFLICT (id) DO UPDATE
    SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
-       serves = runner.serves || excluded.serves;
+       serves = runner.serves || excluded.serves, limits = runner.limits || excluded.limits;
 
 -- name: heartbeat
 -- Each runner says how long its silence may last: reapers judge it by its own timeout.

@@ -203,7 +203,7 @@ def test_stats_counts_backlog_runners_and_orphaned_steps(
 
 def test_stats_of_an_empty_schema(shop: Saga, admin: Callable[..., Result]) -> None:
     assert admin("stats", "--json").json() == {"sagas": [], "runners": [], "orphaned": [],
-                                               "overdue_schedules": []}
+                                                "overdue_schedules": [], "limits": []}
     assert admin("stats").out == "instances\nnone\n\nrunners\nnone\n\n" \
         "orphaned due rows (no live runner serves their step)\nnone\n\n" \
         "overdue schedules (later than their maximum lateness)\nnone\n"

@@ -19,6 +19,7 @@ from benchmarks import (
     bulk_start,
     chart,
     concurrent_start,
+    keyed,
     latency,
     limit,
     live,
@@ -69,6 +70,17 @@ def test_limit(db: Database, tmp_path: Path) -> None:
 
 
 @needs_pgbench
+def test_keyed(db: Database, tmp_path: Path) -> None:
+    keyed.run(db, sagas=30, waiting=200, threads=2, processes=1, results_dir=tmp_path)
+    result = written(tmp_path, "keyed")
+    for pair in result["results"]:
+        assert pair["plain"]["complete"]
+        assert pair["keyed"]["complete"]
+        assert pair["keyed"]["errors"] == 0
+        assert positive(pair["ratio"])
+    assert positive(result["claim_cost"]["saturated_ms"])
+
+
 def test_throughput_and_chart(db: Database, tmp_path: Path) -> None:
     png = tmp_path / "threads.png"
     throughput.run(db, sagas=30, threads=[2], processes=[(2, 1)], limit_seconds=1,

@@ -195,7 +195,7 @@ def test_instance_table_columns_and_unique_key(dsn: str, migrated: str) -> None:
         "run_after": "timestamp with time zone", "runner_id": "text", "attempts": "integer",
         "error": "text", "created_at": "timestamp with time zone",
         "updated_at": "timestamp with time zone", "cancel_requested": "boolean",
-        "called": "boolean",
+        "called": "boolean", "key": "text", "limited": "boolean",
         "trace_parent": "text", "trace_call": "text", "claims": "integer",  # 007
     }
 

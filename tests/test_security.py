@@ -328,6 +328,7 @@ RUNTIME_GRANTS = (
     "GRANT SELECT, INSERT, UPDATE ON {s}.instance TO {r}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.runner TO {r}",
     "GRANT SELECT, INSERT, UPDATE ON {s}.schedule TO {r}",
+    "GRANT SELECT, INSERT, DELETE ON {s}.limit_start TO {r}",
     "GRANT SELECT ON {s}.migration TO {r}",
     "GRANT USAGE ON SEQUENCE {s}.instance_id_seq TO {r}",
 )

@@ -32,12 +32,12 @@ def test_insert_get_and_status(conn: Conn, store: Store) -> None:
     got = store.get(conn, NAME, "a")
     assert got is not None
     (id_, name, instance_id, step, status, input, state, attempts, error, run_after,
-     runner_id, created_at, updated_at, cancel_requested) = got
+     runner_id, created_at, updated_at, cancel_requested, key) = got
     assert isinstance(id_, int)
     assert (name, instance_id, step, status) == (NAME, "a", "reserve", 0)
     assert json.loads(input) == {"sku": "x"}  # text, for the codec
     assert json.loads(state) == {"n": 1}
-    assert (attempts, error, runner_id, cancel_requested) == (0, None, None, False)
+    assert (attempts, error, runner_id, cancel_requested, key) == (0, None, None, False, None)
     assert run_after == created_at == updated_at
     assert run_after.tzinfo is not None
     assert store.status(conn, "other-saga", "a") is None

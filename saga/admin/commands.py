@@ -158,16 +158,19 @@ def stats_once(args: argparse.Namespace, conn: Conn, *, compact: bool = False) -
     runners = [{**r, "heartbeat_age_seconds": r.pop("heartbeat_age")} for r in found.runners]
     orphaned = [{"saga": n, "step": step, "due": due, "lag_seconds": lag}
                 for n, step, due, lag in found.orphaned]
+    limits = [{"saga": n, "limit": limit, "in_use": used, "waiting": waiting}
+              for n, limit, used, waiting in found.limits]
     if args.json:
         return to_json({"sagas": list(sagas.values()), "runners": runners,
-                        "orphaned": orphaned, "overdue_schedules": overdue},
+                        "orphaned": orphaned, "overdue_schedules": overdue, "limits": limits},
                        indent=None if compact else 2)
-    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, overdue))
+    return "\n\n".join(stats_tables(list(sagas.values()), runners, orphaned, overdue, limits))
 
 
 def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
                  orphaned: list[dict[str, Any]],
-                 overdue: list[dict[str, Any]] | None = None) -> list[str]:
+                 overdue: list[dict[str, Any]] | None = None,
+                 limits: list[dict[str, Any]] | None = None) -> list[str]:
     """The sections of `stats` for people."""
     names = [s.name.lower() for s in Status]
     sections = ["instances\n" + (table(
@@ -188,6 +191,10 @@ def stats_tables(sagas: list[dict[str, Any]], runners: list[Row],
         ["saga", "schedule", "next_tick", "overdue"],
         [[o["saga"], o["schedule"], when(o["next_tick"]), age(o["overdue_seconds"])]
          for o in overdue]) if overdue else "none"))
+    if limits:  # only where some saga declares limits
+        sections.append("limits (a rate's slots in use: the starts in its window)\n" + table(
+            ["saga", "limit", "in use", "waiting"],
+            [[x["saga"], x["limit"], x["in_use"], x["waiting"]] for x in limits]))
     return sections
 
 

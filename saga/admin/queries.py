@@ -16,6 +16,7 @@ import psycopg
 from psycopg import Cursor
 from psycopg.rows import dict_row, tuple_row
 
+from ..limits import Limit
 from ..sqlfiles import check_schema, named_queries, render
 
 Conn = psycopg.Connection[Any]
@@ -40,6 +41,8 @@ class Stats(NamedTuple):
     backlog: list[tuple[str, int, float]]  # (saga, due rows, seconds the oldest waited)
     runners: list[Row]
     orphaned: list[tuple[str, str, int, float]]  # (saga, step, due rows, oldest's wait)
+    # (saga, limit as declared, slots in use, due rows waiting), per limit live runners enforce
+    limits: list[tuple[str, str, int, int]]
 
 
 class AdminStore:
@@ -87,6 +90,9 @@ class AdminStore:
             runners=self._dicts(conn, "list_runners", {}),
             orphaned=[(n, step, int(c), float(lag))
                       for n, step, c, lag in self._tuples(conn, "orphaned_due", {})],
+            limits=[(n, Limit(kind, limit, tuple(steps), per).describe(), int(used),
+                     int(waiting)) for n, kind, limit, per, steps, used, waiting
+                    in self._tuples(conn, "limit_usage", {})],
         )
 
     def error_instances(self, conn: Conn, filters: Filters, after: int,
