@@ -135,3 +135,28 @@ def test_worker_flags() -> None:
         parse_args(["a:b", "--no-listen", "--listen-dsn", "host=db"])
     with pytest.raises(SystemExit):
         parse_args(["a:b", "--poll-interval", "0"])
+
+
+def test_pooler_mode_gauges_keep_no_session_statement_timeout(dsn: str, schema: str) -> None:
+    """The metrics' database gauges bound their scrape with a SET LOCAL in pooler mode,
+    and leave the connection's session as the server made it."""
+    from saga.telemetry.gauges import Gauges
+
+    with Saga("p", dsn, schema=schema, pooler=True) as s:
+        s.init_db()
+
+        @s.step
+        def only(input: int) -> None:
+            pass
+
+        s.start("a", only, 1)
+        gauges = Gauges([s])
+        try:
+            reading = gauges.read()
+            assert [(b.step, b.due) for b in reading.backlog] == [("only", 1)]
+            [source] = gauges._sources.values()
+            assert source._conn is not None
+            row = source._conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+            assert row == ("0",)
+        finally:
+            gauges.close()

@@ -9,6 +9,7 @@ at the first scrape and replaced after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
@@ -49,11 +51,17 @@ class Reading:
 
 
 class _Source:
-    """One database and schema: its sagas, and the connection that reads them."""
+    """One database and schema: its sagas, and the connection that reads them.
 
-    def __init__(self, pool: ConnectionPool[Any], schema: str) -> None:
+    In *pooler* mode the statement timeout is a SET LOCAL in each scrape's transaction:
+    through a transaction pooler a session SET would stay on a server connection that
+    other clients get next.
+    """
+
+    def __init__(self, pool: ConnectionPool[Any], schema: str, *, pooler: bool = False) -> None:
         self.pool = pool
         self.schema = schema
+        self.pooler = pooler
         self.sagas: list[tuple[str, list[str]]] = []
         self._q = {name: render(text, schema)
                    for name, text in named_queries("telemetry.sql").items()}
@@ -61,14 +69,20 @@ class _Source:
 
     def read(self, cap: int) -> tuple[list[StepBacklog], int]:
         if self._conn is None or self._conn.closed:
-            self._conn = dedicated(self.pool, statement_timeout=STATEMENT_TIMEOUT)
-        cur = self._conn.cursor(row_factory=tuple_row)
-        backlog = []
-        for name, steps in self.sagas:
-            for step, due, age in cur.execute(self._q["due_backlog"], {
-                    "name": name, "steps": steps, "cap": cap}).fetchall():
-                backlog.append(StepBacklog(name, step, int(due), float(age)))
-        row = cur.execute(self._q["live_runners"]).fetchone()
+            self._conn = dedicated(self.pool, statement_timeout=None if self.pooler
+                                   else STATEMENT_TIMEOUT)
+        conn = self._conn
+        with conn.transaction() if self.pooler else contextlib.nullcontext():
+            if self.pooler:
+                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(int(STATEMENT_TIMEOUT * 1000))))
+            cur = conn.cursor(row_factory=tuple_row)
+            backlog = []
+            for name, steps in self.sagas:
+                for step, due, age in cur.execute(self._q["due_backlog"], {
+                        "name": name, "steps": steps, "cap": cap}).fetchall():
+                    backlog.append(StepBacklog(name, step, int(due), float(age)))
+            row = cur.execute(self._q["live_runners"]).fetchone()
         return backlog, int(row[0]) if row else 0
 
     def close(self) -> None:
@@ -97,7 +111,7 @@ class Gauges:
         if not self._sources:
             for s in self._sagas:
                 key = (s.database(), s.schema)
-                source = self._sources.get(key) or _Source(s.pool, s.schema)
+                source = self._sources.get(key) or _Source(s.pool, s.schema, pooler=s.pooler)
                 self._sources[key] = source
                 source.sagas.append((s.name, list(s.spec().steps)))
         return list(self._sources.values())
