@@ -93,7 +93,7 @@ class Saga:
 
     def step(self, fn: StepFunction) -> Step:
         """Register *fn* as a step (a decorator). Calling the result returns a continuation."""
-        step = Step(fn, self.name, self.codec)
+        step = Step(fn, self.name, self.codec, self.schema)
         if step.name in self.steps:
             raise ValueError(f"saga {self.name!r} already has a step named {step.name!r}")
         self.steps[step.name] = step
@@ -103,10 +103,14 @@ class Saga:
         """Return the registered `Step` for *step* (a step, its function, or its name)."""
         if isinstance(step, Step):
             if self.steps.get(step.name) is not step:
+                # a saga is its name in its schema: name both, or two Sagas of one name
+                # (another schema, or another object) read as the same
                 raise ValueError(
-                    f"step {step.name!r} is registered on saga {step.owner!r}, "
-                    f"not on {self.name!r}"
-                )
+                    f"step {step.name!r} is registered on saga {step.owner!r} in schema "
+                    f"{step.schema!r}, not on saga {self.name!r} in schema {self.schema!r}"
+                    + (" (another Saga object of the same name and schema: register the "
+                       "step on the saga that runs it)"
+                       if (step.owner, step.schema) == (self.name, self.schema) else ""))
             return step
         if isinstance(step, str):
             found = self.steps.get(step)

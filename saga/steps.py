@@ -61,14 +61,17 @@ class Step:
     """A registered step. Calling it does not run it: it returns a `Continuation`.
 
     The plain function stays reachable as `.fn`, e.g. to unit-test it. *owner* is the
-    name of the saga it is registered on (for messages); *codec* encodes its values.
+    name of the saga it is registered on and *schema* that saga's schema (for messages);
+    *codec* encodes its values.
     """
 
-    def __init__(self, fn: StepFunction, owner: str, codec: Codec) -> None:
+    def __init__(self, fn: StepFunction, owner: str, codec: Codec,
+                 schema: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"@step needs a function, got {fn!r}")
         self.fn = fn
         self.owner = owner
+        self.schema = schema
         self.codec = codec
         self.name: str = getattr(fn, "__name__", "")
         if not self.name or self.name == "<lambda>":

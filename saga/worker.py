@@ -45,9 +45,12 @@ def load_object(target: str, example: str = "app.sagas:saga") -> object:
         raise StartupError(f"{target!r}: importing {module_name!r} failed: "
                            f"{type(e).__name__}: {e}") from e
     for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            if isinstance(e.__cause__, LookupError | ValueError):  # the target says why
+                raise StartupError(f"{target!r}: {e.__cause__}") from e
+            raise StartupError(f"{target!r}: {module_name!r} has no attribute {attr!r}") from e
     return obj
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -273,3 +274,22 @@ def test_saga_without_any_database_fails_on_first_use(
     monkeypatch.setenv("SAGA_DSN", "")
     with pytest.raises(ValueError, match="SAGA_DSN"):
         s.get("x")
+
+
+def test_step_of_a_same_named_saga_names_both_schemas(app: Registry, dsn: str,
+                                                      schema: str) -> None:
+    twin = Saga(app.saga.name, dsn, schema=f"{schema}_twin")
+
+    @twin.step
+    def debit(input: object) -> None:
+        pass
+
+    expected = (f"step 'debit' is registered on saga {app.saga.name!r} in schema "
+                f"'{schema}_twin', not on saga {app.saga.name!r} in schema {schema!r}")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        app.saga.start("x", debit, 1)
+    same = Saga(app.saga.name, dsn, schema=schema)
+    with pytest.raises(ValueError, match="another Saga object of the same name and schema"):
+        app.saga.start("x", same.step(debit.fn), 1)
+    twin.close()
+    same.close()

@@ -46,3 +46,26 @@ def test_the_cli_section_shows_every_command() -> None:
     text = section("... inspect and steer sagas from the shell?")
     for spec in COMMANDS:
         assert f"pgsaga {spec.name} " in text, spec.name
+
+
+def test_the_module_map_has_every_module_once() -> None:
+    start = README.index("## How it works\n")
+    block = README[README.index("```text\n", start) + 8:]
+    block = block[:block.index("```\n")]
+    listed = [line.split()[0] for line in block.splitlines() if line.strip()]
+    package = Path(__file__).parents[1] / "saga"
+    modules = sorted(str(p.relative_to(package.parent)) for p in package.rglob("*.py")
+                     if p.read_text().strip() and "static" not in p.parts)
+    assert sorted(m for m in listed if m.endswith(".py")) == modules
+    assert len(listed) == len(set(listed))
+
+
+def test_the_observer_section_names_every_step_event_field() -> None:
+    from dataclasses import fields
+
+    from saga import StepEvent
+
+    text = section("Anything else: step observers")
+    named = text[:text.index("```")]
+    for field in fields(StepEvent):
+        assert f"`{field.name}`" in named, field.name

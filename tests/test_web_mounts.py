@@ -36,8 +36,10 @@ def store(make_saga: Any) -> Saga:
 
 
 def test_django_mount_staff_only(dsn: str, schema: str, store: Saga) -> None:
+    # urls() names no schema there: it is SAGA_SCHEMA's, as for a Saga
     done = subprocess.run([sys.executable, "-m", "tests.apps.django_web", dsn, schema],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "SAGA_SCHEMA": schema})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
 
@@ -66,8 +68,21 @@ def test_flask_dispatcher_middleware(dsn: str, schema: str, store: Saga, db: Db)
         dashboard.close()
 
 
+def test_dashboard_schema_defaults_as_a_saga_does(dsn: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGA_SCHEMA", "elsewhere")
+    assert Dashboard(dsn).schema == "elsewhere"
+    assert Dashboard(dsn, schema="mine").schema == "mine"
+    monkeypatch.setenv("SAGA_SCHEMA", "no such")
+    with pytest.raises(ValueError, match="SAGA_SCHEMA: "):
+        Dashboard(dsn)
+    monkeypatch.delenv("SAGA_SCHEMA")
+    assert Dashboard(dsn).schema == "saga"
+
+
 def test_flask_mount_decides_in_the_request_context(dsn: str, schema: str, store: Saga,
-                                                    db: Db) -> None:
+                                                    db: Db, monkeypatch: pytest.MonkeyPatch
+                                                    ) -> None:
     app = flask.Flask("shop")
     app.secret_key = "test"
 
@@ -80,7 +95,8 @@ def test_flask_mount_decides_in_the_request_context(dsn: str, schema: str, store
         user = flask.session.get("user")
         return {"admin": Access.FULL, "viewer": Access.READ_ONLY}.get(user, Access.FORBIDDEN)
 
-    dashboard = mount(app, "/ops", dsn, schema=schema, access=access,
+    monkeypatch.setenv("SAGA_SCHEMA", schema)  # no schema=: SAGA_SCHEMA's, as for a Saga
+    dashboard = mount(app, "/ops", dsn, access=access,
                       user=lambda: flask.session.get("user"))
     try:
         client = app.test_client()
@@ -113,7 +129,8 @@ def test_standalone_server(dsn: str, schema: str, store: Saga) -> None:
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
-        found = re.search(r"\(read-only\) on (http://127\.0\.0\.1:\d+/)", line)
+        found = re.search(r"^pgsaga web: serving schema \S+ \(read-only\) on "
+                          r"(http://127\.0\.0\.1:\d+/)", line)
         assert found, (line, server.stderr.read() if server.stderr else "")
         with urllib.request.urlopen(found[1] + "instances?saga=shop", timeout=10) as reply:
             body = reply.read().decode()

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ..core import default_schema
 from ..sqlfiles import check_schema
 from . import forms, pages
 from .forms import BadRequest
@@ -78,7 +79,7 @@ class Dashboard:
     """
 
     def __init__(self, dsn: str | None = None, *, pool: ConnectionPool[Any] | None = None,
-                 schema: str = "saga", access: AccessRule | None = None,
+                 schema: str | None = None, access: AccessRule | None = None,
                  user: UserRule | None = None, refresh: int = REFRESH_SECONDS,
                  title: str = "pgsaga") -> None:
         if (dsn is None) == (pool is None):
@@ -89,8 +90,9 @@ class Dashboard:
             raise TypeError(f"user must be a callable(environ) -> str | None, got {user!r}")
         if not isinstance(refresh, int) or refresh < 0:
             raise ValueError(f"refresh must be a whole number of seconds >= 0, got {refresh!r}")
-        self.schema = check_schema(schema)
-        self.store = WebStore(schema)
+        # Without *schema*, the one a `Saga` that names none uses (SAGA_SCHEMA, else saga).
+        self.schema = default_schema() if schema is None else check_schema(schema)
+        self.store = WebStore(self.schema)
         self.access = access or read_only
         self.user = user or remote_user
         self.refresh = refresh

@@ -50,10 +50,10 @@ def database_dsn(using: str = "default") -> str:
     return make_conninfo(**{k: str(v) for k, v in params.items() if v not in (None, "")})
 
 
-def urls(*, schema: str = "saga", dsn: str | None = None, using: str = "default",
+def urls(*, schema: str | None = None, dsn: str | None = None, using: str = "default",
          access: Callable[[Any], Access] = staff_only, **options: Any) -> list[Any]:
     """URL patterns to `include()` under a prefix of your choice. *options* go to
-    `Dashboard` (refresh, title)."""
+    `Dashboard` (refresh, title). Without *schema*, SAGA_SCHEMA, else saga, as `Saga`."""
     from django.http import HttpResponse  # type: ignore[import-untyped, unused-ignore]
     from django.urls import re_path  # type: ignore[import-untyped, unused-ignore]
     from django.views.decorators.csrf import (  # type: ignore[import-untyped, unused-ignore]

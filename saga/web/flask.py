@@ -24,10 +24,11 @@ from .request import Access
 
 
 def mount(flask_app: Any, prefix: str, dsn: str, *, access: Callable[[], Access],
-          user: Callable[[], str | None] | None = None, schema: str = "saga",
+          user: Callable[[], str | None] | None = None, schema: str | None = None,
           **options: Any) -> Dashboard:
     """Serve the dashboard at *prefix* of *flask_app*; *access* and *user* are called in
-    Flask's request context. Return the dashboard (close it when the app stops)."""
+    Flask's request context. Return the dashboard (close it when the app stops). Without
+    *schema*, SAGA_SCHEMA, else saga, as `Saga`."""
     from flask import Response, request
 
     if not prefix.startswith("/") or prefix.endswith("/"):

@@ -74,13 +74,13 @@ def web(args: argparse.Namespace, conn: Any, dsn: str) -> str:
     host, port = args.bind
     access = Access.READ_ONLY if args.read_only else Access.FULL
     if not loopback(host) and access is Access.FULL:
-        print(f"saga web: warning: anyone who reaches {host}:{port} may retry and cancel "
+        print(f"pgsaga web: warning: anyone who reaches {host}:{port} may retry and cancel "
               "instances; pass --read-only, or put an authenticating proxy in front",
               file=sys.stderr)
     app = Dashboard(dsn, schema=args.schema, access=lambda environ: access)
     server = serve(app, host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_port}/"
-    print(f"saga web: serving schema {args.schema} ({access.value}) on {url}", flush=True)
+    print(f"pgsaga web: serving schema {args.schema} ({access.value}) on {url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -88,7 +88,7 @@ def web(args: argparse.Namespace, conn: Any, dsn: str) -> str:
     finally:
         server.server_close()
         app.close()
-    return "saga web: stopped"
+    return "pgsaga web: stopped"
 
 
 def switch_steplog(args: argparse.Namespace, conn: Any, dsn: str) -> str:
@@ -117,8 +117,9 @@ def specs(spec: Callable[..., T]) -> list[T]:
     """The admin CLI's entries (made with its *spec* class) for `web` and `steplog`."""
     return [
         spec("web", web, _web, "serve the web dashboard",
-             "Serve the web dashboard of the schema: overview, instances, runners; retry "
-             "and cancel unless --read-only. Binds to loopback by default.", json=False),
+             "Serve the web dashboard of the schema: overview, instances, runners, "
+             "schedules; retry and cancel unless --read-only. Binds to loopback by "
+             "default.", json=False),
         spec("steplog", switch_steplog, _steplog, "turn the step log on or off",
              "Turn the step log of the schema on or off, or show whether it is on. When "
              "on, each step a worker runs is recorded (step, attempt, times, outcome) in "

@@ -38,7 +38,8 @@ def configure(dsn: str, schema: str) -> None:
         USE_TZ=True, LOGIN_URL="/login/", DEFAULT_AUTO_FIELD="django.db.models.AutoField")
     # The dashboard's DSN is Django's database (database_dsn), with the same search_path.
     django.setup()
-    urlpatterns.append(path("ops/saga/", include(saga.web.django.urls(schema=schema))))
+    # No schema=: the dashboard's is SAGA_SCHEMA's (the test sets it to SCHEMA).
+    urlpatterns.append(path("ops/saga/", include(saga.web.django.urls())))
 
 
 def main(dsn: str, schema: str) -> int:

@@ -6,7 +6,8 @@
         "OPTIONS": {"DATABASE": "default", "SCHEMA": "saga", "MAX_ATTEMPTS": 5},
     }}
 
-Enqueue writes the row on Django's own connection of the `DATABASE` alias, so inside
+Without SCHEMA, the schema is the one a `Saga` that names none uses (SAGA_SCHEMA, else
+saga). Enqueue writes the row on Django's own connection of the `DATABASE` alias, so inside
 `transaction.atomic()` the task exists only if the block commits. With a `DSN` instead,
 the backend has a pool of its own and each enqueue commits at once.
 """
@@ -22,7 +23,7 @@ from typing import Any, Final
 import psycopg
 
 from saga import Saga, SagaNotFound, Step
-from saga.core import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS
+from saga.core import BACKOFF_BASE, BACKOFF_MAX, MAX_ATTEMPTS, default_schema
 
 from ._compat import BaseTaskBackend, TaskResultDoesNotExist, task_enqueued
 from .execute import run_task
@@ -70,8 +71,15 @@ class Backend(BaseTaskBackend):  # type: ignore[misc]  # the framework is untype
         self.dsn: str | None = options.get("DSN")
         self.database: str | None = None if self.dsn else options.get("DATABASE", "default")
         self.saga_name: str = options.get("SAGA_NAME", f"django_tasks.{alias}")
+        schema = options.get("SCHEMA")
+        if schema is None:  # the schema a `Saga` that names none uses: SAGA_SCHEMA, else saga
+            try:
+                schema = default_schema()
+            except ValueError as e:
+                raise ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS']: no SCHEMA, and {e}"
+                                           ) from e
         self._settings = {
-            "schema": options.get("SCHEMA", "saga"),
+            "schema": schema,
             "max_attempts": options.get("MAX_ATTEMPTS", MAX_ATTEMPTS),
             "backoff_base": options.get("BACKOFF_BASE", BACKOFF_BASE),
             "backoff_max": options.get("BACKOFF_MAX", BACKOFF_MAX),

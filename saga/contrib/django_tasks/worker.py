@@ -77,12 +77,11 @@ def _select(names: list[str] | None) -> list[Saga]:
 
 
 def _target(what: str, names: list[str] | None) -> list[Saga]:
-    """`select()` for a worker target: the worker reports a missing attribute only, so
-    say here why there is none."""
+    """`select()` for a worker target: an attribute lookup may raise AttributeError only,
+    so the reason rides along as its cause (the worker prints that one line)."""
     try:
         return select(names)
     except (LookupError, ValueError) as e:
-        logger.error("%s: %s", what, e, extra={"action": "no_tasks"})
         raise AttributeError(f"{what}: {e}") from e
 
 

@@ -312,6 +312,20 @@ def test_bad_options_are_refused_naming_the_backend(options: dict[str, Any],
         Backend("broken", {"OPTIONS": options})
 
 
+def test_without_schema_the_backend_reads_saga_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("SAGA_SCHEMA", "elsewhere")
+    assert Backend("plain", {"OPTIONS": {}}).saga.schema == "elsewhere"
+    assert Backend("named", {"OPTIONS": {"SCHEMA": "mine"}}).saga.schema == "mine"
+    monkeypatch.setenv("SAGA_SCHEMA", "no such")
+    with pytest.raises(ImproperlyConfigured, match=r"TASKS\['bad'\]\['OPTIONS'\]: no SCHEMA, "
+                       "and SAGA_SCHEMA: "):
+        Backend("bad", {"OPTIONS": {}})
+    monkeypatch.delenv("SAGA_SCHEMA")
+    assert Backend("bare", {"OPTIONS": {}}).saga.schema == "saga"
+
+
 def test_system_checks() -> None:
     assert list(task_backends["default"].check()) == []
     missing = Backend("missing", {"OPTIONS": {"DATABASE": "other"}})

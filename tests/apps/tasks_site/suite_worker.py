@@ -194,3 +194,15 @@ def test_the_dashboard_shows_a_task(site: Site) -> None:
     assert "retry later" in timeline
     assert ok.id in listed
     assert flaky.id in listed
+
+
+def test_a_queue_no_backend_has_is_one_usage_error_line(site: Site) -> None:
+    # the example project: its one backend has QUEUES (this site's own_pool takes any name)
+    env = {**site.env(), "DJANGO_SETTINGS_MODULE": "examples.django_app.settings",
+           "SAGA_DSN": site.dsn}
+    proc = run(site, "-m", "saga.worker", f"{TARGET}:queues.nowhere,nor_here", "--drain",
+               env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"pgsaga: error: '{TARGET}:queues.nowhere,nor_here': no pgsaga tasks backend has "
+        "the queue(s) nowhere, nor_here"]
