@@ -7,7 +7,8 @@ promise is not pinned. The report goes to docs/MUTATIONS.md (or `--out`).
 
     .venv/bin/python scripts/mutate.py              # every mutation, then the report
     .venv/bin/python scripts/mutate.py --check      # only check that each one applies
-    .venv/bin/python scripts/mutate.py --only cap --only stale   # a few (report to stdout)
+    .venv/bin/python scripts/mutate.py --only cap --only fence-off   # a few (report to stdout)
+    .venv/bin/python scripts/mutate.py --only cap --out docs/MUTATIONS.md  # a few, written
 
 The list is data, kept in one table, so that it is easy to retarget when the code it
 names moves: `--check` names the mutations whose text is no longer found.
@@ -331,9 +332,10 @@ def database() -> Iterator[str]:
         yield dsn
 
 
-def baseline(dsn: str) -> None:
-    """The unmutated tree passes every test the mutations use, or nothing can be judged."""
-    tests = sorted({t for m in MUTATIONS for t in m.tests})
+def baseline(dsn: str, chosen: Sequence[Mutation]) -> None:
+    """The unmutated tree passes every test the chosen mutations use, or nothing can be
+    judged."""
+    tests = sorted({t for m in chosen for t in m.tests})
     with tempfile.TemporaryDirectory(prefix="pgsaga-baseline-") as tmp:
         tree = copy_tree(Path(tmp))
         check_imports(tree)
@@ -345,6 +347,16 @@ def baseline(dsn: str) -> None:
 def commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True, check=False).stdout.strip() or "?"
+
+
+def partial(results: Sequence[Result]) -> list[str]:
+    """A line saying which mutations a run left out, if it left any out."""
+    ran = {r.mutation.name for r in results}
+    left = [m.name for m in MUTATIONS if m.name not in ran]
+    if not left:
+        return []
+    return [f"This run covered {len(ran)} of the {len(MUTATIONS)} mutations (`--only`); "
+            f"it left out {', '.join(f'`{n}`' for n in left)}.", ""]
 
 
 def render(results: Sequence[Result], started: datetime) -> str:
@@ -359,6 +371,7 @@ def render(results: Sequence[Result], started: datetime) -> str:
         "alone to a copy of the tree; the tests listed for it (the default suite's, "
         "`-x`) then run against it. *caught* names the first test that failed.",
         "",
+        *partial(results),
         "| mutation | what it breaks | file | verdict | caught by | s |",
         "|---|---|---|---|---|---|",
     ]
@@ -383,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only this mutation (repeatable); the report goes to stdout")
     parser.add_argument("--check", action="store_true",
                         help="only check that every mutation applies to the current code")
-    parser.add_argument("--out", type=Path, default=REPORT, help="where to write the report")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where to write the report (default {REPORT.relative_to(ROOT)}; "
+                        "with --only, stdout unless given)")
     args = parser.parse_args(argv)
     known = {m.name for m in MUTATIONS}
     if unknown := set(args.only) - known:
@@ -396,18 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     results = []
     with database() as dsn:
-        baseline(dsn)
+        baseline(dsn, chosen)
         for mutation in chosen:
             result = mutate(mutation, dsn)
             print(f"{mutation.name:32} {result.verdict:16} {result.by} ({result.seconds:.0f}s)",
                   flush=True)
             results.append(result)
     report = render(results, started)
-    if args.only:
+    out = args.out if args.out is not None or args.only else REPORT
+    if out is None:
         print(report)
     else:
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
+        out.write_text(report)
+        print(f"wrote {out}")
     return 1 if any(r.verdict in ("SURVIVED", "does not apply") for r in results) else 0
 
 
