@@ -38,7 +38,8 @@ TIMEOUT = 600.0  # seconds for one mutation's tests; a hang counts as caught (an
 DECISION = ("tests/test_decide.py", "tests/test_promises.py", "tests/test_transitions.py",
             "tests/test_steps.py", "tests/test_api.py")
 LEASE = ("tests/test_transitions.py", "tests/test_store.py", "tests/test_store_folded.py",
-         "tests/test_steps.py", "tests/test_runner.py", "tests/test_steering.py")
+         "tests/test_run_on_lease.py", "tests/test_steps.py", "tests/test_runner.py",
+         "tests/test_steering.py")
 RECOVERY = ("tests/test_promises.py", "tests/test_heartbeat.py", "tests/test_outages.py",
             "tests/test_runner.py")
 API = ("tests/test_promises.py", "tests/test_api.py", "tests/test_steering.py")
