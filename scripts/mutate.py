@@ -38,8 +38,8 @@ TIMEOUT = 600.0  # seconds for one mutation's tests; a hang counts as caught (an
 DECISION = ("tests/test_decide.py", "tests/test_promises.py", "tests/test_transitions.py",
             "tests/test_steps.py", "tests/test_api.py")
 LEASE = ("tests/test_transitions.py", "tests/test_store.py", "tests/test_store_folded.py",
-         "tests/test_run_on_lease.py", "tests/test_steps.py", "tests/test_runner.py",
-         "tests/test_steering.py")
+         "tests/test_store_apply.py", "tests/test_run_on_lease.py", "tests/test_steps.py",
+         "tests/test_runner.py", "tests/test_steering.py")
 RECOVERY = ("tests/test_promises.py", "tests/test_heartbeat.py", "tests/test_outages.py",
             "tests/test_runner.py")
 API = ("tests/test_promises.py", "tests/test_api.py", "tests/test_steering.py")
@@ -291,7 +291,8 @@ def run_tests(tree: Path, tests: Sequence[str], dsn: str) -> tuple[int | None, s
 
 
 def first_failure(output: str) -> str:
-    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    # "FAILED path::test[an id, maybe with spaces] - message"
+    found = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - |$)", output, re.MULTILINE)
     return found.group(1) if found else "?"
 
 
