@@ -357,8 +357,8 @@ def partial(results: Sequence[Result]) -> list[str]:
     left = [m.name for m in MUTATIONS if m.name not in ran]
     if not left:
         return []
-    return [f"This run covered {len(ran)} of the {len(MUTATIONS)} mutations (`--only`); "
-            f"it left out {', '.join(f'`{n}`' for n in left)}.", ""]
+    return [f"This run covered {len(ran)} of the {len(MUTATIONS)} mutations; it left out "
+            f"{', '.join(f'`{n}`' for n in left)}.", ""]
 
 
 def render(results: Sequence[Result], started: datetime) -> str:
@@ -411,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("every mutation applies" if not stale else f"retarget: {', '.join(stale)}")
         return 1 if stale else 0
     started = datetime.now(timezone.utc)
-    results = []
+    out = args.out if args.out is not None or args.only else REPORT
+    results: list[Result] = []
     with database() as dsn:
         baseline(dsn, chosen)
         for mutation in chosen:
@@ -419,12 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{mutation.name:32} {result.verdict:16} {result.by} ({result.seconds:.0f}s)",
                   flush=True)
             results.append(result)
-    report = render(results, started)
-    out = args.out if args.out is not None or args.only else REPORT
+            if out is not None:  # after each one: an interrupted run still says what it did
+                out.write_text(render(results, started))
     if out is None:
-        print(report)
+        print(render(results, started))
     else:
-        out.write_text(report)
         print(f"wrote {out}")
     return 1 if any(r.verdict in ("SURVIVED", "does not apply") for r in results) else 0
 
