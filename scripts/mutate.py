@@ -291,8 +291,9 @@ def run_tests(tree: Path, tests: Sequence[str], dsn: str) -> tuple[int | None, s
 
 
 def first_failure(output: str) -> str:
-    # "FAILED path::test[an id, maybe with spaces] - message"
-    found = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - |$)", output, re.MULTILINE)
+    # "FAILED path::test[an id, maybe with spaces] - message" (not a captured log line,
+    # "ERROR    saga.loop:...", whose level is padded with spaces)
+    found = re.search(r"^(?:FAILED|ERROR) (\S.*?)(?: - |$)", output, re.MULTILINE)
     return found.group(1) if found else "?"
 
 
