@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -347,7 +348,9 @@ def baseline(dsn: str, chosen: Sequence[Mutation]) -> None:
         raise SystemExit(f"the unmutated tree fails its tests:\n{output[-3000:]}")
 
 
+@cache
 def commit() -> str:
+    """The commit the run started at (asked once: a run may outlast the next commit)."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True, check=False).stdout.strip() or "?"
 
@@ -412,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("every mutation applies" if not stale else f"retarget: {', '.join(stale)}")
         return 1 if stale else 0
     started = datetime.now(timezone.utc)
+    commit()
     out = args.out if args.out is not None or args.only else REPORT
     results: list[Result] = []
     with database() as dsn:
