@@ -27,8 +27,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
