@@ -7,7 +7,8 @@ promise is not pinned. The report goes to docs/MUTATIONS.md (or `--out`).
 
     .venv/bin/python scripts/mutate.py              # every mutation, then the report
     .venv/bin/python scripts/mutate.py --check      # only check that each one applies
-    .venv/bin/python scripts/mutate.py --only cap --only stale   # a few (report to stdout)
+    .venv/bin/python scripts/mutate.py --only cap --only fence-off   # a few (report to stdout)
+    .venv/bin/python scripts/mutate.py --only cap --out docs/MUTATIONS.md  # a few, written
 
 The list is data, kept in one table, so that it is easy to retarget when the code it
 names moves: `--check` names the mutations whose text is no longer found.
@@ -27,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +36,11 @@ REPORT = ROOT / "docs" / "MUTATIONS.md"
 TIMEOUT = 600.0  # seconds for one mutation's tests; a hang counts as caught (and is shown)
 
 # The tests that ought to notice each kind of change (the default suite's, not -m slow).
-DECISION = ("tests/test_promises.py", "tests/test_transitions.py", "tests/test_steps.py",
-            "tests/test_api.py")
-LEASE = ("tests/test_transitions.py", "tests/test_store.py", "tests/test_runner.py",
-         "tests/test_steering.py")
+DECISION = ("tests/test_decide.py", "tests/test_promises.py", "tests/test_transitions.py",
+            "tests/test_steps.py", "tests/test_api.py")
+LEASE = ("tests/test_transitions.py", "tests/test_store.py", "tests/test_store_folded.py",
+         "tests/test_store_apply.py", "tests/test_run_on_lease.py", "tests/test_steps.py",
+         "tests/test_runner.py", "tests/test_steering.py")
 RECOVERY = ("tests/test_promises.py", "tests/test_heartbeat.py", "tests/test_outages.py",
             "tests/test_runner.py")
 API = ("tests/test_promises.py", "tests/test_api.py", "tests/test_steering.py")
@@ -55,45 +58,71 @@ class Mutation:
 
 
 MUTATIONS: tuple[Mutation, ...] = (
-    # -- the retry policy: defaults, cap, jitter, verdicts --------------------------------
-    Mutation("max-attempts", "default max_attempts 25 -> 2", "saga/core.py",
+    # -- the retry policy: defaults, cap, jitter (saga/spec.py) --------------------------
+    Mutation("max-attempts", "default max_attempts 25 -> 2", "saga/spec.py",
              "MAX_ATTEMPTS: Final = 25", "MAX_ATTEMPTS: Final = 2", DECISION),
-    Mutation("backoff-base", "default backoff_base 1 s -> 4 s", "saga/core.py",
+    Mutation("backoff-base", "default backoff_base 1 s -> 4 s", "saga/spec.py",
              "BACKOFF_BASE: Final = 1.0", "BACKOFF_BASE: Final = 4.0", DECISION),
-    Mutation("backoff-max", "default backoff cap 1 h -> 2 min", "saga/core.py",
+    Mutation("backoff-max", "default backoff cap 1 h -> 2 min", "saga/spec.py",
              "BACKOFF_MAX: Final = 3600.0", "BACKOFF_MAX: Final = 120.0", DECISION),
-    Mutation("cap", "the backoff is no longer capped", "saga/execution.py",
-             "delay = min(saga.backoff_max, saga.backoff_base * 2.0 ** min(attempt - 1, 62))",
-             "delay = saga.backoff_base * 2.0 ** min(attempt - 1, 62)", DECISION),
-    Mutation("no-jitter", "the backoff has no jitter", "saga/execution.py",
-             "return delay * random.uniform(0.75, 1.0)", "return delay", DECISION),
-    Mutation("wide-jitter", "the jitter takes up to half the delay off", "saga/execution.py",
-             "random.uniform(0.75, 1.0)", "random.uniform(0.5, 1.0)", DECISION),
+    Mutation("cap", "the backoff is no longer capped", "saga/spec.py",
+             "delay = min(cap, base * 2.0 ** min(max(attempt, 1) - 1, 62))",
+             "delay = base * 2.0 ** min(max(attempt, 1) - 1, 62)", DECISION),
+    Mutation("no-jitter", "the backoff has no jitter", "saga/spec.py",
+             "return delay * (1.0 - JITTER * rand())", "return delay", DECISION),
+    Mutation("wide-jitter", "the jitter takes up to half the delay off", "saga/spec.py",
+             "JITTER: Final = 0.25", "JITTER: Final = 0.5", DECISION),
+    # -- the verdicts: decide() and exhausted() (saga/outcomes.py) -------------------------
     Mutation("exhausted-off-by-one", "the last attempt is retried once more",
-             "saga/execution.py", "final = lease.attempt >= self.saga.max_attempts",
-             "final = lease.attempt > self.saga.max_attempts", DECISION),
+             "saga/outcomes.py",
+             "if attempt >= policy.max_attempts:\n                return Fail(error)",
+             "if attempt > policy.max_attempts:\n                return Fail(error)", DECISION),
     Mutation("crash-loop-off-by-one", "a step that kills its worker gets one claim more",
-             "saga/execution.py", "if lease.attempt > saga.max_attempts:",
-             "if lease.attempt > saga.max_attempts + 1:", DECISION),
+             "saga/outcomes.py", "return attempt > policy.max_attempts",
+             "return attempt > policy.max_attempts + 1", DECISION),
+    Mutation("decide-continue-undelayed", "a delayed continuation runs at once",
+             "saga/outcomes.py", "return Continue(step, input, state, delay)",
+             "return Continue(step, input, state, 0.0)", DECISION),
+    Mutation("decide-continue-drops-state", "a continuation's new state is not written",
+             "saga/outcomes.py", "return Continue(step, input, state, delay)",
+             "return Continue(step, input, None, delay)", DECISION),
+    Mutation("decide-complete-drops-state", "a final value is not written as the state",
+             "saga/outcomes.py", "return Complete(state)", "return Complete(None)", DECISION),
+    Mutation("decide-rejected-retried", "a rejected attempt (SagaError, bad outcome) is "
+             "retried", "saga/outcomes.py",
+             "case Rejected(error):\n            return Fail(error)",
+             "case Rejected(error):\n            return Retry(error, policy.delay(attempt, rand))",
+             DECISION),
+    Mutation("decide-crash-fails", "a crash ends in ERROR at once, no retry",
+             "saga/outcomes.py", "return Retry(error, policy.delay(attempt, rand))",
+             "return Fail(error)", DECISION),
+    Mutation("decide-backoff-ahead", "a retry waits the next attempt's backoff",
+             "saga/outcomes.py", "return Retry(error, policy.delay(attempt, rand))",
+             "return Retry(error, policy.delay(attempt + 1, rand))", DECISION),
+    Mutation("decide-abandoned-retried", "a row claimed past max_attempts is retried",
+             "saga/outcomes.py", "return Fail(f\"step {step!r} was claimed",
+             "return Retry(delay=1.0, error=f\"step {step!r} was claimed", DECISION),
+    # -- what a step's outcome means (saga/execution.py) -----------------------------------
     Mutation("saga-error-retried", "SagaError is retried instead of final",
              "saga/execution.py",
              "except (SagaError, _BadOutcome) as e:\n"
-             "            self._fail(lease, step, final=True,",
+             "            result = Rejected(str(e) or type(e).__name__)",
              "except (SagaError, _BadOutcome) as e:\n"
-             "            self._fail(lease, step, final=lease.attempt >= self.saga.max_attempts,",
-             DECISION),
+             "            result = Crashed(str(e) or type(e).__name__)", DECISION),
     Mutation("foreign-step-allowed", "a step may continue with another saga's step",
-             "saga/execution.py", "if following.saga is not self.saga:", "if False:",
+             "saga/execution.py", "if not self.spec.owns(value.step):", "if False:",
              DECISION),
     Mutation("bad-outcome-retried", "an unrecordable outcome of a plain step is retried",
              "saga/execution.py",
-             "except _BadOutcome as e:\n            self._fail(lease, step, final=True,",
-             "except _BadOutcome as e:\n            self._fail(lease, step, final=False,",
-             DECISION),
+             "result = self._result_of(step, value)\n        except _LeaseLost:",
+             "result = self._result_of(step, value)\n"
+             "            if isinstance(result, Rejected):\n"
+             "                result = Crashed(result.error)\n"
+             "        except _LeaseLost:", DECISION),
     Mutation("unencodable-final-state", "an unencodable final state is not an outcome error",
              "saga/execution.py",
-             "raise _BadOutcome(f\"step {step.name!r} returned a final state",
-             "raise RuntimeError(f\"step {step.name!r} returned a final state", DECISION),
+             "return Rejected(f\"step {step.name!r} returned a final state",
+             "return Crashed(f\"step {step.name!r} returned a final state", DECISION),
     # -- the lease -------------------------------------------------------------------------
     Mutation("complete-without-lease", "complete ignores the claim's attempt",
              "sql/queries.sql",
@@ -118,6 +147,46 @@ MUTATIONS: tuple[Mutation, ...] = (
              "           run_after = statement_timestamp() + make_interval(secs => %(delay)s),"
              " updated_at = statement_timestamp()\n"
              "     WHERE id = %(id)s AND", LEASE),
+    Mutation("run-on-without-lease", "an undelayed continuation moves a row the runner "
+             "lost", "sql/queries.sql",
+             "error = NULL, updated_at = statement_timestamp()\n"
+             "     WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 "
+             "AND attempts = %(attempt)s",
+             "error = NULL, updated_at = statement_timestamp()\n"
+             "     WHERE id = %(id)s AND status = 1", LEASE),
+    Mutation("schedule-without-lease", "a delayed continuation moves a row the runner lost",
+             "sql/queries.sql",
+             "WHERE id = %(id)s AND runner_id = %(runner_id)s AND status = 1 "
+             "AND attempts = %(attempt)s\n    RETURNING id, name, status)",
+             "WHERE id = %(id)s AND status = 1\n    RETURNING id, name, status)", LEASE),
+    Mutation("fail-ignores-attempt", "a failure of an earlier claim is written over a later "
+             "one", "sql/queries.sql",
+             "AND attempts = %(attempt)s\n    RETURNING id, status)\n"
+             "SELECT status, CASE WHEN status <> 0",
+             "\n    RETURNING id, status)\nSELECT status, CASE WHEN status <> 0", LEASE),
+    # -- the lease as Store.apply reports it, and what the worker does with it ------------
+    Mutation("lost-lease-unnoticed", "a write that matched no row is taken for a written "
+             "outcome", "saga/store.py",
+             "}).fetchone()\n        return None if row is None else int(row[0])\n\n"
+             "    def plan_generically",
+             "}).fetchone()\n        return 0 if row is None else int(row[0])\n\n"
+             "    def plan_generically", LEASE),
+    Mutation("folded-lost-lease-unnoticed", "a folded write that matched no row is taken for "
+             "a written outcome", "saga/store.py",
+             "status: int | None = None\n        claimed",
+             "status: int | None = 0\n        claimed", LEASE),
+    Mutation("apply-runs-on-while-stopping", "a stopping runner runs continuations on "
+             "instead of handing them back", "saga/store.py",
+             "if delay == 0 and run_on:", "if delay == 0:", LEASE),
+    Mutation("apply-retry-is-final", "Store.apply writes a Retry as ERROR", "saga/store.py",
+             "return self.fail(conn, lease, error=error, final=False, delay=delay)",
+             "return self.fail(conn, lease, error=error, final=True, delay=delay)", LEASE),
+    Mutation("apply-fail-is-retried", "Store.apply writes a Fail back to PENDING",
+             "saga/store.py", "return self.fail(conn, lease, error=error, final=True, "
+             "delay=0.0)", "return self.fail(conn, lease, error=error, final=False, delay=0.0)",
+             LEASE),
+    Mutation("run-on-keeps-attempt", "a continuation run on keeps the claim's attempt in its "
+             "lease", "saga/execution.py", "lease._replace(attempt=1)", "lease", LEASE),
     Mutation("claim-not-skip-locked", "claims wait on each other's rows", "sql/queries.sql",
              "LIMIT %(limit)s\n                  FOR UPDATE SKIP LOCKED) AS due",
              "LIMIT %(limit)s\n                  FOR UPDATE) AS due", LEASE),
@@ -223,7 +292,9 @@ def run_tests(tree: Path, tests: Sequence[str], dsn: str) -> tuple[int | None, s
 
 
 def first_failure(output: str) -> str:
-    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    # "FAILED path::test[an id, maybe with spaces] - message" (not a captured log line,
+    # "ERROR    saga.loop:...", whose level is padded with spaces)
+    found = re.search(r"^(?:FAILED|ERROR) (\S.*?)(?: - |$)", output, re.MULTILINE)
     return found.group(1) if found else "?"
 
 
@@ -265,9 +336,10 @@ def database() -> Iterator[str]:
         yield dsn
 
 
-def baseline(dsn: str) -> None:
-    """The unmutated tree passes every test the mutations use, or nothing can be judged."""
-    tests = sorted({t for m in MUTATIONS for t in m.tests})
+def baseline(dsn: str, chosen: Sequence[Mutation]) -> None:
+    """The unmutated tree passes every test the chosen mutations use, or nothing can be
+    judged."""
+    tests = sorted({t for m in chosen for t in m.tests})
     with tempfile.TemporaryDirectory(prefix="pgsaga-baseline-") as tmp:
         tree = copy_tree(Path(tmp))
         check_imports(tree)
@@ -276,9 +348,21 @@ def baseline(dsn: str) -> None:
         raise SystemExit(f"the unmutated tree fails its tests:\n{output[-3000:]}")
 
 
+@cache
 def commit() -> str:
+    """The commit the run started at (asked once: a run may outlast the next commit)."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True, check=False).stdout.strip() or "?"
+
+
+def partial(results: Sequence[Result]) -> list[str]:
+    """A line saying which mutations a run left out, if it left any out."""
+    ran = {r.mutation.name for r in results}
+    left = [m.name for m in MUTATIONS if m.name not in ran]
+    if not left:
+        return []
+    return [f"This run covered {len(ran)} of the {len(MUTATIONS)} mutations; it left out "
+            f"{', '.join(f'`{n}`' for n in left)}.", ""]
 
 
 def render(results: Sequence[Result], started: datetime) -> str:
@@ -293,6 +377,7 @@ def render(results: Sequence[Result], started: datetime) -> str:
         "alone to a copy of the tree; the tests listed for it (the default suite's, "
         "`-x`) then run against it. *caught* names the first test that failed.",
         "",
+        *partial(results),
         "| mutation | what it breaks | file | verdict | caught by | s |",
         "|---|---|---|---|---|---|",
     ]
@@ -317,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only this mutation (repeatable); the report goes to stdout")
     parser.add_argument("--check", action="store_true",
                         help="only check that every mutation applies to the current code")
-    parser.add_argument("--out", type=Path, default=REPORT, help="where to write the report")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where to write the report (default {REPORT.relative_to(ROOT)}; "
+                        "with --only, stdout unless given)")
     args = parser.parse_args(argv)
     known = {m.name for m in MUTATIONS}
     if unknown := set(args.only) - known:
@@ -328,20 +415,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("every mutation applies" if not stale else f"retarget: {', '.join(stale)}")
         return 1 if stale else 0
     started = datetime.now(timezone.utc)
-    results = []
+    commit()
+    out = args.out if args.out is not None or args.only else REPORT
+    results: list[Result] = []
     with database() as dsn:
-        baseline(dsn)
+        baseline(dsn, chosen)
         for mutation in chosen:
             result = mutate(mutation, dsn)
             print(f"{mutation.name:32} {result.verdict:16} {result.by} ({result.seconds:.0f}s)",
                   flush=True)
             results.append(result)
-    report = render(results, started)
-    if args.only:
-        print(report)
+            if out is not None:  # after each one: an interrupted run still says what it did
+                out.write_text(render(results, started))
+    if out is None:
+        print(render(results, started))
     else:
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
     return 1 if any(r.verdict in ("SURVIVED", "does not apply") for r in results) else 0
 
 

@@ -139,7 +139,7 @@ def test_standalone_server(dsn: str, schema: str, store: Saga) -> None:
         assert "· read-only" in body
     finally:
         server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=20)
+        out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
     assert "stopped" in out
 
